@@ -1,0 +1,156 @@
+"""Throughput of one swarm on no-op jobs (run by ``make bench``).
+
+Fills ``queue:default`` with N no-op jobs through ``perform_bulk``, starts ``swarmd`` (one worker
+process with concurrency 10 unless told otherwise), and waits until ``stat:processed`` reaches N.
+Prints jobs/s (from the first job to the last, and from process start), Redis commands and round
+trips per job (from ``INFO commandstats``), and worker CPU per job.
+
+    python benchmarks/throughput.py [--jobs 100000] [--processes 1] [--concurrency 10] [--runs 3]
+
+Uses ``REDIS_URL`` if set, else a private redis-server (see swarmd.devredis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import redis
+
+import swarmd
+from swarmd.devredis import RedisServer
+
+# Commands only a client sends (each is one round trip); everything else ran inside a script or a
+# MULTI block that counts once as EXEC.
+ROUND_TRIP_COMMANDS = {
+    "evalsha", "eval", "blmove", "ping", "exec", "zrange", "lrange", "smembers", "exists",
+    "llen", "get", "info", "config|get", "script|load", "client|setname", "hello", "select",
+}  # fmt: skip
+
+JOB_MODULE = textwrap.dedent(
+    """
+    import swarmd
+
+    @swarmd.job(name="bench.noop")
+    def noop(i):
+        pass
+    """
+)
+
+
+def commandstats(r: redis.Redis) -> dict[str, int]:
+    stats = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def children_cpu(pid: int) -> float:
+    """utime+stime of ``pid`` and its live children, seconds."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def run_once(url: str, jobs: int, processes: int, concurrency: int, workdir: str) -> dict[str, float]:
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    client = swarmd.Client(url)
+    sys.path.insert(0, workdir)
+    from benchjobs import noop  # type: ignore[import-not-found]
+
+    t0 = time.perf_counter()
+    for start in range(0, jobs, 10_000):
+        noop.set(client=client).perform_bulk([(i,) for i in range(start, min(jobs, start + 10_000))])
+    enqueue_s = time.perf_counter() - t0
+    r.config_resetstat()
+    before = commandstats(r)
+    log = open(os.path.join(workdir, "swarmd.log"), "w")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "swarmd", "-r", "benchjobs", "-c", str(concurrency), "-p", str(processes)]
+    cmd += ["--redis-url", url, "-g", "bench"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=workdir, stderr=log, stdout=log, start_new_session=True)
+    first = None
+    done = 0
+    try:
+        while done < jobs:
+            done = int(r.get("stat:processed") or 0)
+            if first is None and (done or r.llen("queue:default") < jobs):
+                first = time.perf_counter()
+            if proc.poll() is not None:
+                raise SystemExit(f"swarmd exited early with {proc.returncode}; see {log.name}")
+            time.sleep(0.005)
+        finished = time.perf_counter()
+        cpu = children_cpu(proc.pid)
+        after = commandstats(r)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    total_calls = sum(calls.values())
+    trips = sum(v for k, v in calls.items() if k in ROUND_TRIP_COMMANDS)
+    assert first is not None
+    return {
+        "enqueue_jobs_s": jobs / enqueue_s,
+        "jobs_s": jobs / (finished - first),
+        "jobs_s_from_start": jobs / (finished - started),
+        "cmds_per_job": total_calls / jobs,
+        "round_trips_per_job": trips / jobs,
+        "cpu_ms_per_job": cpu * 1000 / jobs,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
+        with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
+            f.write(JOB_MODULE)
+        server = None
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            server = RedisServer().start()
+            url = server.url
+        try:
+            results = [
+                run_once(url, args.jobs, args.processes, args.concurrency, workdir) for _ in range(args.runs)
+            ]
+        finally:
+            if server is not None:
+                server.stop()
+    print(
+        f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
+        f"concurrency {args.concurrency}, {args.runs} run(s)"
+    )
+    for key in results[0]:
+        values = [res[key] for res in results]
+        print(
+            f"  {key:22} median {statistics.median(values):10.2f}   [{min(values):.2f} - {max(values):.2f}]"
+        )
+
+
+if __name__ == "__main__":
+    main()

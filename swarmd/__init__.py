@@ -1,0 +1,46 @@
+"""swarmd: background jobs for Python, in Sidekiq's Redis format.
+
+    import swarmd
+
+    @swarmd.job
+    def resize(path, width): ...
+
+    resize.perform_async("a.png", 100)
+
+Run them with ``swarmd -r myapp.jobs``.
+"""
+
+from __future__ import annotations
+
+from swarmd.client import Client, configure, delay, push
+from swarmd.errors import (
+    BootError,
+    ConfigError,
+    DecodeError,
+    PayloadError,
+    PoisonJob,
+    RedisUnavailable,
+    SwarmdError,
+    UnknownJob,
+)
+from swarmd.registry import JobFunction, job
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BootError",
+    "Client",
+    "ConfigError",
+    "DecodeError",
+    "JobFunction",
+    "PayloadError",
+    "PoisonJob",
+    "RedisUnavailable",
+    "SwarmdError",
+    "UnknownJob",
+    "__version__",
+    "configure",
+    "delay",
+    "job",
+    "push",
+]

@@ -1,0 +1,114 @@
+"""``swarmd``: argparse -> Config -> the swarm; exceptions -> documented exit codes (SPEC 1.3, 1.7).
+
+A user's mistake is one line on stderr and an exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from swarmd import logs
+from swarmd.config import Config, SyslogConfig, load_config, parse_queue
+from swarmd.errors import ConfigError, ExitCode, SwarmdError
+from swarmd.heartbeat import VERSION
+
+log = logging.getLogger("swarmd")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"swarmd: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="swarmd", description="Run swarmd workers (Sidekiq-compatible jobs for Python).")
+    p.add_argument(
+        "-C", "--config", metavar="FILE", help="YAML config (default: config/swarmd.yml if present)"
+    )
+    p.add_argument(
+        "-e",
+        "--environment",
+        metavar="ENV",
+        help="config section to apply (default: SWARMD_ENV, APP_ENV, development)",
+    )
+    p.add_argument("-p", "--processes", type=int, metavar="N", help="worker processes (default 1)")
+    p.add_argument(
+        "-c", "--concurrency", type=int, metavar="N", help="processor threads per worker (default 10)"
+    )
+    p.add_argument(
+        "-q", "--queue", action="append", metavar="QUEUE[,WEIGHT]", help="queue to process (repeatable)"
+    )
+    p.add_argument(
+        "-r",
+        "--require",
+        action="append",
+        metavar="MODULE_OR_PATH",
+        help="module or .py file with job functions (repeatable)",
+    )
+    p.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="shutdown timeout (default 25)")
+    p.add_argument("-g", "--tag", help="tag shown in process titles and the Web UI")
+    p.add_argument("-v", "--verbose", action="store_true", default=None, help="log at DEBUG")
+    p.add_argument("-P", "--pidfile", metavar="PIDFILE")
+    p.add_argument("-L", "--logfile", metavar="LOGFILE")
+    p.add_argument(
+        "--syslog", nargs="?", const=True, metavar="IDENT", help="log to syslog (identifier default: swarmd)"
+    )
+    p.add_argument("--redis-url", metavar="URL")
+    p.add_argument("-V", "--version", action="version", version=f"swarmd {VERSION}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {
+        "processes": args.processes,
+        "concurrency": args.concurrency,
+        "timeout": args.timeout,
+        "tag": args.tag,
+        "verbose": args.verbose,
+        "pidfile": args.pidfile,
+        "logfile": args.logfile,
+        "redis_url": args.redis_url,
+        "require": args.require,
+    }
+    if args.queue:
+        try:
+            overrides["queues"] = [parse_queue(q) for q in args.queue]
+        except ConfigError as exc:
+            raise ConfigError(f"--queue: {exc}") from None
+    if args.syslog is not None:
+        overrides["syslog"] = SyslogConfig() if args.syslog is True else SyslogConfig(ident=args.syslog)
+    return load_config(args.config, args.environment, overrides)
+
+
+def setup_logs(config: Config) -> None:
+    syslog = None
+    if config.syslog is not None:
+        syslog = logs.SyslogTarget(config.syslog.ident, config.syslog.facility, config.syslog.address)
+    logs.setup_logging(verbose=config.verbose, logfile=config.logfile, syslog=syslog)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"swarmd: {exc}", file=sys.stderr)
+        sys.exit(int(ExitCode.CONFIG))
+    try:
+        setup_logs(config)
+    except OSError as exc:
+        print(f"swarmd: logfile {config.logfile}: {exc.strerror}", file=sys.stderr)
+        sys.exit(int(ExitCode.CONFIG))
+    from swarmd.supervisor import run  # imported late: `swarmd --version` stays fast
+
+    try:
+        code = run(config)
+    except SwarmdError as exc:
+        log.error("%s", exc)
+        code = int(exc.exit_code)
+    sys.exit(code)

@@ -1,0 +1,416 @@
+"""The frozen `Config` and `load_config`: YAML file, environment section, ``${VAR}``, ``SWARMD_*``, flags.
+
+Precedence: defaults < file top level < the environment's section < ``SWARMD_*`` < ``overrides`` (flags).
+The file is ``path``, else ``config/swarmd.yml`` under ``cwd`` if it exists; the environment is the
+argument, else ``SWARMD_ENV``, else ``APP_ENV``, else ``development``. File rules (a superset of sidekiq.yml):
+``:key:`` means ``key:`` at every level; ``strict`` is ignored, as by Sidekiq. An unknown top-level key
+holding a mapping (or nothing) is an environment section, unless it is spelled almost like a known key
+(``Redis:``); the section named by the environment is merged over the top level key by key (``redis.url``
+and ``redis.namespace`` count as two keys). ``average_scheduled_poll_interval`` and Sidekiq's
+``dead_timeout_in_seconds`` are aliases of ``poll_interval`` and ``dead_timeout``.
+``${VAR}`` and ``${VAR:-default}`` (default when unset or empty) are expanded in every string value; other
+``$`` are literal. Like ERB output, an expanded value may spell a number or boolean, and is split like
+the matching ``SWARMD_*`` variable.
+
+Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TIMEOUT``, ``_MAX_MEMORY_MB``;
+``SWARMD_QUEUES``: items separated by spaces, each ``name`` or ``name,weight`` (``"critical,3 low"``);
+``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
+``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables,
+0/false disables, anything else is the ident (facility and address from the file are kept).
+Redis URL: flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` > ``REDIS_URL`` > ``redis://localhost:6379/0``;
+SPEC 1.3 lists the file before ``SWARMD_REDIS_URL``, but the general rule (file < ``SWARMD_*`` < flags)
+wins over that sentence, so ``SWARMD_REDIS_URL`` beats the file.
+
+Every problem is a `ConfigError` of one line, ``<file>: <key.path>: expected ..., got ...``, located by
+the variable's name for ``SWARMD_*`` and by the flag (``--concurrency``) for ``overrides``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import enum
+import logging.handlers
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+from swarmd.errors import ConfigError
+
+__all__ = ["Config", "QueueOrder", "QueueSpec", "SyslogConfig", "load_config", "parse_queue", "redact_url"]
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    weight: int  # 0 when no weight was given
+
+
+class QueueOrder(enum.Enum):
+    STRICT = "strict"
+    RANDOM = "random"
+    WEIGHTED = "weighted"
+
+
+@dataclass(frozen=True)
+class SyslogConfig:
+    ident: str = "swarmd"
+    facility: str = "daemon"  # a key of logging.handlers.SysLogHandler.facility_names
+    address: str = "/dev/log"  # a path (unix datagram) or "host:port" (udp)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None  # the config file actually read (None if none)
+    environment: str
+    concurrency: int = 10
+    processes: int = 1
+    timeout: float = 25.0  # shutdown timeout, seconds
+    queues: tuple[QueueSpec, ...] = (QueueSpec("default", 0),)
+    require: tuple[str, ...] = ()
+    tag: str = ""  # filled by the loader: the working directory's name (or the Capistrano app's)
+    labels: tuple[str, ...] = ()
+    verbose: bool = False
+    pidfile: str | None = None
+    logfile: str | None = None
+    syslog: SyslogConfig | None = None
+    redis_url: str = "redis://localhost:6379/0"
+    namespace: str | None = None
+    max_memory_mb: int | None = None
+    heartbeat_timeout: float = 60.0  # supervisor kills a worker silent this long
+    preload: bool = False
+    delay_allow: tuple[str, ...] = ()
+    max_retries: int = 25
+    dead_max_jobs: int = 10_000
+    dead_timeout: float = 180 * 24 * 3600.0
+    # tuning intervals (seconds); configurable so tests run fast
+    beat_interval: float = 5.0  # Sidekiq heartbeat
+    poll_interval: float = 1.0  # scheduler poll (Sidekiq alias key: average_scheduled_poll_interval)
+    fetch_timeout: float = 2.0  # blocking fetch timeout
+    liveness_ttl: float = 20.0  # TTL of a worker's liveness key; the loader checks it exceeds beat_interval
+    recovery_interval: float = 5.0  # how often a worker looks for dead workers' in-flight lists
+    boot_timeout: float = 30.0
+    crash_limit: int = 10  # crashes ...
+    crash_window: float = 60.0  # ... within this window -> supervisor exits 70
+    memory_check_interval: float = 5.0
+
+    @property
+    def queue_order(self) -> QueueOrder:
+        """Sidekiq's rule: no weights (all 0) -> strict; all weights 1 -> random; otherwise weighted."""
+        weights = {q.weight for q in self.queues}
+        if weights == {0}:
+            return QueueOrder.STRICT
+        return QueueOrder.RANDOM if weights == {1} else QueueOrder.WEIGHTED
+
+    def redacted_redis_url(self) -> str:
+        return redact_url(self.redis_url)
+
+
+class _Text(str):
+    """A string from an environment variable or a ``${VAR}`` expansion: it may spell a number or bool."""
+
+    def flag(self) -> bool | None:
+        return _WORDS.get(self.strip().lower())
+
+
+_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_INTS = dict(concurrency=1, processes=1, max_memory_mb=1, max_retries=0, dead_max_jobs=0, crash_limit=1)
+_NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "poll_interval", "fetch_timeout"}
+_NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
+_BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
+_NULLABLE_STRS = {"pidfile", "logfile", "namespace"}
+_OTHERS = {"tag", "redis_url", "queues", "syslog"}
+_SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
+_ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
+_FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
+_ENV_NAMES = (
+    _NULLABLE_STRS | _OTHERS | {"concurrency", "processes", "max_memory_mb", "timeout", "verbose", "require"}
+)
+_ENV_VARS = {f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES)}
+
+
+def _fail(where: str, expected: str, value: Any) -> ConfigError:
+    if value is None or isinstance(value, bool):
+        got = {None: "null", True: "true", False: "false"}[value]
+    elif isinstance(value, str | int | float):
+        got = repr(value)
+    elif isinstance(value, list | tuple):
+        got = "a list" if value else "an empty list"
+    else:
+        got = "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}"
+    return ConfigError(f"{where}: expected {expected}, got {got}")
+
+
+def _unknown(where: str, key: str, choices: Any) -> ConfigError:
+    if key == "redis_url":
+        return ConfigError(f"{where}: unknown key (write the URL as redis: {{url: ...}})")
+    close = difflib.get_close_matches(key, sorted(choices), n=1)
+    return ConfigError(f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def _int(value: Any, where: str, minimum: int, what: str = "an integer", null: bool = False) -> int | None:
+    if value is None and null:
+        return None
+    number = int(value) if isinstance(value, _Text) and re.fullmatch(r"\s*[-+]?\d+\s*", value) else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
+        raise _fail(where, f"{what} >= {minimum}" + (" or null" if null else ""), value)
+    return number
+
+
+def _convert(name: str, value: Any, where: str, current: Any) -> Any:
+    """`value` for setting `name` (whose value so far is `current`), checked and typed."""
+    if name in _INTS:
+        return _int(value, where, _INTS[name], null=name == "max_memory_mb")
+    if name in _NUMBERS:
+        number = value
+        if isinstance(value, _Text):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < math.inf:
+            raise _fail(where, "a number > 0", value)
+        return float(number)
+    if name in _BOOLS:
+        if not isinstance(flag := value.flag() if isinstance(value, _Text) else value, bool):
+            raise _fail(where, "true or false", value)
+        return flag
+    if name in _LISTS:
+        if isinstance(value, _Text):  # SWARMD_REQUIRE or ${...}: comma separated
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        items = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise _fail(where, "a list of strings", value)
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item:
+                raise _fail(f"{where}[{i}]", "a non-empty string", item)
+        return tuple(str(item) for item in items)
+    if name == "queues":
+        return _queues(value, where)
+    if name == "syslog":
+        return _syslog(value, where, current)
+    if name in _NULLABLE_STRS and value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise _fail(where, "a string or null" if name in _NULLABLE_STRS else "a string", value)
+    if name == "redis_url" and not re.match(r"(rediss?|unix)://", value, re.IGNORECASE):
+        raise _fail(where, "a redis://, rediss:// or unix:// URL", redact_url(value))
+    return str(value)
+
+
+def parse_queue(text: str) -> QueueSpec:
+    """``"name"`` or ``"name,weight"`` (the ``-q`` flag); raises `ConfigError` (not ValueError)."""
+    return _queue(text, "--queue")
+
+
+def _queue(text: Any, where: str) -> QueueSpec:
+    name: Any = text
+    weight: Any = 0
+    if isinstance(text, QueueSpec):
+        name, weight = text.name, text.weight
+    elif isinstance(text, str) and text.count(",") == 1:
+        name, weight = text.split(",")[0].strip(), _Text(text.split(",")[1].strip())
+    elif isinstance(text, list | tuple) and 1 <= len(text) <= 2:  # YAML's [name, weight]
+        name, weight = text[0], text[1] if len(text) == 2 else 0
+    elif not isinstance(text, str) or "," in text:
+        raise _fail(where, 'a queue name, "name,weight" or [name, weight]', text)
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise _fail(where, "a queue name without spaces", name)
+    return QueueSpec(str(name), _int(weight, where, 0, what="an integer weight") or 0)
+
+
+def _queues(value: Any, where: str) -> tuple[QueueSpec, ...]:
+    if isinstance(value, _Text):  # SWARMD_QUEUES or ${...}: items separated by spaces
+        located = [(item, where) for item in value.split()]
+    elif isinstance(value, list | tuple):  # file key paths carry the item's index; variables and flags don't
+        located = [(item, f"{where}[{i}]" if ": " in where else where) for i, item in enumerate(value)]
+    elif isinstance(value, str):
+        located = [(value, where)]
+    else:
+        raise _fail(where, "a list of queues", value)
+    if not located:
+        raise _fail(where, "at least one queue", value)
+    specs: dict[str, QueueSpec] = {}
+    for item, item_where in located:
+        spec = _queue(item, item_where)
+        if spec.name in specs:
+            raise ConfigError(f"{item_where}: expected each queue once, got {spec.name!r} again")
+        specs[spec.name] = spec
+    return tuple(specs.values())
+
+
+def _syslog(value: Any, where: str, current: SyslogConfig | None) -> SyslogConfig | None:
+    if isinstance(value, _Text) and value.flag() is not None:
+        value = value.flag()
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = replace(current or SyslogConfig(), ident=str(value))  # keep facility/address set earlier
+    elif isinstance(value, dict):
+        for key in sorted(value.keys() - {"ident", "facility", "address"})[:1]:
+            raise _unknown(f"{where}.{key}", key, ("ident", "facility", "address"))
+        value = SyslogConfig(**{k: _convert("tag", v, f"{where}.{k}", None) for k, v in value.items()})
+    config = current or SyslogConfig() if value is True else value
+    if not isinstance(config, SyslogConfig):
+        raise _fail(where, "true, false, an ident or a mapping of ident/facility/address", value)
+    if not config.ident:
+        raise _fail(f"{where}.ident", "a non-empty string", config.ident)
+    if config.facility.lower() not in logging.handlers.SysLogHandler.facility_names:
+        raise _fail(f"{where}.facility", "a facility such as daemon, user or local0..local7", config.facility)
+    host, colon, port = config.address.rpartition(":")
+    if "/" not in config.address and not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise _fail(f"{where}.address", "a socket path or host:port", config.address)
+    return replace(config, facility=config.facility.lower())
+
+
+def _keys(node: dict[Any, Any], prefix: str) -> dict[str, Any]:
+    """One mapping level, Sidekiq's ``:key`` read as ``key``; `prefix` is ``"<file>: "`` or ``"<where>."``."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if not isinstance(key, str):
+            raise _fail(prefix.rstrip(" :."), "string keys", key)
+        if (name := key.removeprefix(":")) in out:
+            raise ConfigError(f"{prefix}{name}: expected one spelling, got both {name!r} and ':{name}'")
+        out[name] = value
+    return out
+
+
+def _walk(node: Any, where: str, env: Mapping[str, str]) -> Any:
+    """`node` with ``:key`` spelling undone and ``${VAR}`` expanded, all the way down."""
+    if isinstance(node, list):
+        return [_walk(item, f"{where}[{i}]", env) for i, item in enumerate(node)]
+    if isinstance(node, dict):
+        return {key: _walk(value, f"{where}.{key}", env) for key, value in _keys(node, f"{where}.").items()}
+    if not isinstance(node, str) or not _VAR.search(node):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        value = env.get(match[1])
+        if match[2] is not None and not value:
+            return match[2]
+        if value is None:
+            raise ConfigError(
+                f"{where}: environment variable {match[1]} is not set (or use ${{VAR:-default}})"
+            )
+        return value
+
+    return _Text(_VAR.sub(substitute, node))
+
+
+def _layer(data: dict[str, Any], loc: str, env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """File keys -> ``{setting: (value, where)}``; ``loc`` is ``"<file>: "`` or ``"<file>: <env>."``."""
+    out: dict[str, tuple[Any, str]] = {}
+    for key, value in data.items():
+        where = f"{loc}{key}"
+        if key not in _FILE_KEYS:
+            raise _unknown(where, key, _FILE_KEYS)
+        value = _walk(value, where, env)
+        if key == "redis" and not isinstance(value, dict):
+            raise _fail(where, "a mapping with url and/or namespace", value)
+        for sub, sub_value in value.items() if key == "redis" else [("", value)]:
+            name = {"": _ALIASES.get(key, key), "url": "redis_url", "namespace": "namespace"}.get(sub)
+            item_where = f"{where}.{sub}" if sub else where
+            if name is None:
+                raise _unknown(item_where, sub, ("url", "namespace"))
+            if name in out:
+                other = out[name][1].split(": ")[-1]
+                raise ConfigError(f"{item_where}: expected {name} to be set once, got it also at {other}")
+            out[name] = (sub_value, item_where)
+    out.pop("strict", None)
+    return out
+
+
+def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    try:
+        with open(path, "rb") as fh:
+            doc = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except yaml.MarkedYAMLError as exc:
+        line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise ConfigError(f"{path}: {line}invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(doc := {} if doc is None else doc, dict):
+        raise _fail(path, "a mapping at the top level", doc)
+    top, section = {}, {}
+    for key, value in _keys(doc, f"{path}: ").items():
+        if key in _FILE_KEYS:
+            top[key] = value
+        elif value is not None and not isinstance(value, dict):
+            raise _unknown(f"{path}: {key}", key, _FILE_KEYS)
+        elif key == environment:
+            section = _keys(value or {}, f"{path}: {key}.")
+        elif difflib.get_close_matches(key, _FILE_KEYS, n=1, cutoff=0.8):  # `Redis:` is a typo, not an env
+            raise _unknown(f"{path}: {key}", key, _FILE_KEYS)
+    return _layer(top, f"{path}: ", env) | _layer(section, f"{path}: {environment}.", env)
+
+
+def _default_tag(cwd: str) -> str:
+    """The directory's name, or ``<app>`` for Capistrano's ``<app>/releases/<stamp>`` (as Sidekiq)."""
+    name, parent = os.path.basename(real := os.path.realpath(cwd)), os.path.dirname(real)
+    if re.match(r"[0-9]", name) and os.path.basename(parent) == "releases":
+        return os.path.basename(os.path.dirname(parent)) or name
+    return name
+
+
+def load_config(
+    path: str | None = None,
+    environment: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Config:
+    """Read, merge and validate (see the module docstring); raises `ConfigError` with one line."""
+    env = os.environ if env is None else env
+    environment = environment or env.get("SWARMD_ENV") or env.get("APP_ENV") or "development"
+    if path is None:
+        default = os.path.join(cwd or "", "config", "swarmd.yml")
+        path = default if os.path.exists(default) else None
+    elif cwd is not None:
+        path = os.path.join(cwd, path)
+    settings: dict[str, Any] = {}
+    wheres: dict[str, str] = {}
+
+    def apply(name: str, value: Any, where: str) -> None:
+        settings[name], wheres[name] = _convert(name, value, where, settings.get(name)), where
+
+    for name, (value, where) in (_read_file(path, environment, env) if path else {}).items():
+        apply(name, value, where)
+    if "redis_url" not in settings and env.get("REDIS_URL"):
+        apply("redis_url", _Text(env["REDIS_URL"]), "REDIS_URL")
+    for var, name in _ENV_VARS.items():
+        if env.get(var):
+            apply(name, _Text(env[var]), var)
+    for name, value in (overrides or {}).items():
+        if name not in _SETTINGS:
+            raise ConfigError(f"overrides: {name}: unknown setting")
+        if value is not None:
+            flag = "--queue" if name == "queues" else f"--{name.replace('_', '-')}"
+            apply(name, _Text(value) if isinstance(value, str) else value, flag)
+    settings.setdefault("tag", _default_tag(os.getcwd() if cwd is None else cwd))
+    config = Config(path=path, environment=environment, **settings)
+    ttl, beat = config.liveness_ttl, config.beat_interval
+    if ttl <= beat:  # a live worker would look dead between two beats
+        if "liveness_ttl" in wheres:
+            raise _fail(wheres["liveness_ttl"], f"a number > beat_interval ({beat:g})", ttl)
+        raise _fail(wheres["beat_interval"], f"a number < liveness_ttl ({ttl:g})", beat)
+    return config
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (in the userinfo or ``?password=``) replaced by ``***``, for logs."""
+    head, qmark, query = url.partition("?")
+    scheme, slashes, rest = head.partition("//")
+    if not slashes:
+        scheme, rest = "", head
+    userinfo, at, hostinfo = rest.rpartition("@")  # the last '@', so an unescaped '@' or '/' stays hidden
+    if at and ":" in userinfo:
+        head = f"{scheme}{slashes}{userinfo.partition(':')[0]}:***@{hostinfo}"
+    return head + qmark + re.sub(r"((?:^|&)password=)[^&]*", r"\1***", query, flags=re.IGNORECASE)

@@ -1,0 +1,74 @@
+"""Exceptions and exit codes.
+
+Exception tree::
+
+    SwarmdError
+    ├── ConfigError           config file, environment or flags are invalid       -> exit 78
+    ├── PayloadError          a value given to the client is not JSON-native (a TypeError;
+    │                         raised before any Redis call)
+    ├── DecodeError           a job read from Redis cannot be decoded (it goes to `dead` unchanged)
+    ├── UnknownJob            no job function is registered under that name (a failure: retried)
+    ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
+    └── BootError             a worker could not boot (import error of `require`) -> exit 70
+
+`PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
+that crashed three times while holding it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Documented exit codes of `swarmd` and `swarmctl` (SPEC 1.7), from sysexits.h."""
+
+    OK = 0
+    USAGE = 2
+    UNAVAILABLE = 69
+    SOFTWARE = 70
+    CONFIG = 78
+
+
+class SwarmdError(Exception):
+    """Base of every error swarmd raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.SOFTWARE
+
+
+class ConfigError(SwarmdError):
+    """The configuration is invalid; the message is one line naming file, key path and expectation."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class PayloadError(SwarmdError, TypeError):
+    """An argument is not JSON-native; the message names the path of the bad value."""
+
+
+class DecodeError(SwarmdError):
+    """A job payload read from Redis is not a valid Sidekiq job."""
+
+
+class UnknownJob(SwarmdError):
+    """No job function is registered under the job's `class` name."""
+
+
+class RedisUnavailable(SwarmdError):
+    """Redis cannot be used: unreachable, too old, or it refused our credentials."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class BootError(SwarmdError):
+    """A worker could not boot, e.g. a `require` module failed to import."""
+
+    exit_code = ExitCode.SOFTWARE
+
+
+class PoisonJob(SwarmdError):
+    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job that was
+    in flight in workers that crashed three times while holding it."""
+
+
+POISON_JOB = "swarmd.PoisonJob"

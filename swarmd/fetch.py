@@ -1,0 +1,363 @@
+"""Reliable fetch into the worker's private in-flight list; ack; push back; reconcile.
+
+Where a job is at every instant (this is what "no job is ever lost" rests on):
+
+1. In ``queue:<name>``, until the fetch script (``lua/fetch.lua``) or BLMOVE moves it, atomically, into
+   the private list ``swarmd:inflight:<identity>``. A lost reply leaves it in the private list, which
+   `reconcile` scans after any connection error.
+2. In the private list while Python holds it (buffered, running, or finished with its ack pending).
+   If the worker dies here, the supervisor (immediately) or any other worker (when the liveness key
+   expires) moves it back to its queue: `recovery.recover_worker`.
+3. It leaves the private list only inside a script that also puts it where it goes next: the ack
+   (LREM after success, batched into the next fetch), `retry`/`dead` (``lua/fail.lua``), or back to
+   its queue (``lua/pushback.lua``). Each of them removes with LREM first and acts only if the LREM
+   removed it, so two paths can never both act on one entry.
+
+Batching: one processor thread at a time is the *leader*; it fetches as many jobs as there are idle
+processors in one script call that also carries the pending acks. When that finds nothing, one waiter
+thread per queue blocks in BLMOVE (timeout `fetch_timeout`), so an idle worker picks a new job up in
+milliseconds without polling, and a quiet worker stops within `fetch_timeout`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from swarmd import connection, payload
+from swarmd.config import QueueOrder, QueueSpec
+from swarmd.keys import Keys
+
+log = logging.getLogger("swarmd")
+
+STATS_TTL = 5 * 365 * 24 * 3600
+
+
+class Work:
+    """A fetched job: the raw bytes as they sit in the private list, and the queue it came from."""
+
+    __slots__ = ("queue", "raw")
+
+    def __init__(self, raw: bytes, queue: str) -> None:
+        self.raw = raw
+        self.queue = queue
+
+
+def queue_order(queues: Sequence[QueueSpec], order: QueueOrder) -> Callable[[], list[str]]:
+    """Sidekiq's queue order: strict as declared; random/weighted reshuffled on every fetch."""
+    names = list(dict.fromkeys(q.name for q in queues))
+    if order is QueueOrder.STRICT:
+        return lambda: names
+    expanded = [q.name for q in queues for _ in range(max(q.weight, 1))]
+
+    def shuffled() -> list[str]:
+        picks = random.sample(expanded, len(expanded))
+        return list(dict.fromkeys(picks))
+
+    return shuffled
+
+
+class RedisBackoff:
+    """Logs a lost connection once, sleeps with capped backoff, logs when Redis is back."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+        self.since = 0.0
+
+    def failed(self, exc: BaseException, stop: threading.Event | None = None) -> None:
+        if self.failures == 0:
+            self.since = time.monotonic()
+            log.warning("%s: Redis error, retrying: %s", self.what, exc)
+        self.failures += 1
+        delay = min(0.05 * 2**self.failures, 2.0) * random.uniform(0.5, 1.0)
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
+
+    def ok(self) -> None:
+        if self.failures:
+            log.info("%s: Redis is back after %.1f sec", self.what, time.monotonic() - self.since)
+            self.failures = 0
+
+
+class Fetcher:
+    """Hands fetched jobs to processor threads; owns the private list's bookkeeping."""
+
+    def __init__(
+        self,
+        redis: connection.Redis,
+        keys: Keys,
+        identity: str,
+        queues: Sequence[QueueSpec],
+        order: QueueOrder,
+        fetch_timeout: float,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.inflight = keys.inflight(identity)
+        self.queue_names = list(dict.fromkeys(q.name for q in queues))
+        self._order = queue_order(queues, order)
+        self.fetch_timeout = fetch_timeout
+        self._script = connection.load_script(redis, "fetch")
+        self._pushback = connection.load_script(redis, "pushback")
+        self._cond = threading.Condition()
+        self._buffer: deque[Work] = deque()
+        self._acks: list[bytes] = []
+        self._held: Counter[bytes] = Counter()  # every job Python holds that is in the private list
+        self._idle = 0  # processors waiting in get()
+        self._fetching = False  # a leader is in a fetch call
+        self._dry = False  # the last fetch found nothing: waiters block in BLMOVE
+        self._quiet = False
+        self._in_blmove = 0
+        self._reconcile_needed = False
+        self._reconciling = False
+        self._stop = threading.Event()
+        self._waiters: list[threading.Thread] = []
+        self._backoff = RedisBackoff("fetch")
+
+    # -- processors -------------------------------------------------------------------------------
+    def get(self) -> Work | None:
+        """The next job for a processor, or None once the worker is quiet."""
+        with self._cond:
+            self._idle += 1
+            try:
+                while True:
+                    if self._quiet:
+                        return None
+                    if self._buffer:
+                        return self._buffer.popleft()
+                    if not self._fetching and not self._dry:
+                        self._lead()
+                        continue
+                    self._cond.wait()
+            finally:
+                self._idle -= 1
+
+    def _lead(self) -> None:
+        """Fetch (and ack) in one round trip for every idle processor. Called holding the lock."""
+        self._fetching = True
+        want, acks = self._idle, self._acks
+        self._acks = []
+        self._cond.release()
+        got: list[Work] = []
+        ok = False
+        try:
+            if self._reconcile_needed:
+                self.reconcile()
+            got = self._fetch(want, acks)
+            ok = True
+        except connection.RedisError as exc:
+            # Connection errors may hide a fetch that happened: reconcile. Other errors (OOM,
+            # READONLY during a failover) changed nothing: just back off.
+            self._reconcile_needed |= isinstance(exc, connection.ConnectionError | connection.TimeoutError)
+            self._backoff.failed(exc, self._stop)
+        finally:
+            self._cond.acquire()
+            self._fetching = False
+        if ok:
+            self._forget(acks)
+        else:
+            self._acks.extend(acks)  # the ack may not have happened: send it again (LREM is idempotent)
+        for work in got:
+            self._held[work.raw] += 1
+        self._buffer.extend(got)
+        if not got:
+            self._dry = True
+            self._cond.notify_all()  # waiters start blocking
+        elif len(got) > 1:
+            self._cond.notify(len(got) - 1)
+
+    def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
+        names = self._order()
+        keys = [self.inflight, self.keys.stat("processed"), self.keys.stat_daily("processed")]
+        keys += [self.keys.queue(n) for n in names]
+        reply = self._script(keys=keys, args=[want, STATS_TTL, *acks])
+        self._backoff.ok()
+        return [Work(reply[i + 1], names[int(reply[i])]) for i in range(0, len(reply), 2)]
+
+    def _forget(self, raws: Sequence[bytes]) -> None:
+        for raw in raws:
+            n = self._held[raw] - 1
+            if n > 0:
+                self._held[raw] = n
+            else:
+                self._held.pop(raw, None)
+
+    def ack(self, work: Work) -> None:
+        """The job succeeded: remove it from the private list with the next fetch (or flush)."""
+        with self._cond:
+            self._acks.append(work.raw)
+            self._dry = False  # a processor is free again: try a batch fetch before blocking
+            self._cond.notify()
+
+    def release(self, work: Work) -> None:
+        """The job left the private list through another script (retry, dead, pushback)."""
+        with self._cond:
+            self._forget([work.raw])
+
+    def flush_acks(self) -> None:
+        """Send pending acks now (housekeeping and shutdown call this)."""
+        with self._cond:
+            acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            self._fetch(0, acks)
+        except (connection.ConnectionError, connection.TimeoutError) as exc:
+            with self._cond:
+                self._acks.extend(acks)
+                self._reconcile_needed = True
+            log.warning("ack: Redis error, will retry: %s", exc)
+            return
+        with self._cond:
+            self._forget(acks)
+
+    # -- blocking waiters -------------------------------------------------------------------------
+    def start(self) -> None:
+        for name in self.queue_names:
+            t = threading.Thread(
+                target=self._wait_loop, args=(name,), name=f"swarmd-wait-{name}", daemon=True
+            )
+            t.start()
+            self._waiters.append(t)
+
+    def _hungry(self) -> bool:
+        return (
+            self._dry
+            and self._idle > len(self._buffer)
+            and not self._quiet
+            and not self._reconciling
+            and not self._fetching
+        )
+
+    def _wait_loop(self, name: str) -> None:
+        key = self.keys.queue(name)
+        backoff = RedisBackoff(f"fetch {name}")
+        while True:
+            with self._cond:
+                while not self._hungry() and not self._stop.is_set():
+                    self._cond.wait()
+                if self._stop.is_set():
+                    return
+                self._in_blmove += 1
+            raw: bytes | None = None
+            try:
+                # Atomic move: the job is in the private list before the reply leaves Redis.
+                raw = cast(
+                    "bytes | None",
+                    self.redis.blmove(key, self.inflight, self.fetch_timeout, "RIGHT", "LEFT"),  # type: ignore[arg-type]
+                )
+                backoff.ok()
+            except (connection.ConnectionError, connection.TimeoutError) as exc:
+                with self._cond:
+                    self._reconcile_needed = True
+                backoff.failed(exc, self._stop)
+            finally:
+                with self._cond:
+                    self._in_blmove -= 1
+                    self._cond.notify_all()
+            if raw is None:
+                continue
+            work = Work(raw, name)
+            with self._cond:
+                self._held[raw] += 1
+                if not self._quiet:
+                    self._buffer.append(work)
+                    self._dry = False
+                    self._cond.notify_all()
+                    continue
+            self.push_back([work])  # arrived after quiet: straight back to the head of its queue
+
+    # -- quiet, stop, push back -------------------------------------------------------------------
+    def quiet(self) -> None:
+        """Stop handing out jobs; buffered jobs that never started go back to their queues."""
+        with self._cond:
+            self._quiet = True
+            unstarted = list(self._buffer)
+            self._buffer.clear()
+            self._cond.notify_all()
+        if unstarted:
+            self.push_back(unstarted)
+
+    def stop(self, deadline: float) -> None:
+        """Quiet, and wait (until ``deadline``) for the waiters to leave BLMOVE."""
+        self.quiet()
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._waiters:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def push_back(self, works: Sequence[Work]) -> int:
+        """Put jobs back at the head of their queues (undecodable ones into `dead`)."""
+        if not works:
+            return 0
+        dead = self.keys.dead
+        keys = [self.inflight, dead] + [self.keys.queue(w.queue) for w in works]
+        moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
+        with self._cond:
+            self._forget([w.raw for w in works])
+        return moved
+
+    def drain(self) -> int:
+        """At exit: everything still in the private list goes back to its queue."""
+        raws = cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1))
+        works = [Work(raw, payload.queue_of(raw) or "") for raw in raws]
+        return self._push_back_routed(works)
+
+    def _push_back_routed(self, works: list[Work]) -> int:
+        if not works:
+            return 0
+        keys = [self.inflight, self.keys.dead]
+        keys += [self.keys.queue(w.queue) if w.queue else self.keys.dead for w in works]
+        moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
+        with self._cond:
+            self._forget([w.raw for w in works])
+        return moved
+
+    # -- after a connection error -----------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Push back private-list entries this worker does not hold (a fetch whose reply was lost).
+
+        Runs in the leader with no other fetch and no BLMOVE in progress, so every entry that is not
+        held was moved in by a call whose reply never arrived.
+        """
+        with self._cond:
+            self._reconciling = True
+            while self._in_blmove:
+                self._cond.wait(0.1)
+            held = Counter(self._held)
+        try:
+            strangers: list[Work] = []
+            for raw in cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1)):
+                if held[raw] > 0:
+                    held[raw] -= 1
+                else:
+                    strangers.append(Work(raw, payload.queue_of(raw) or ""))
+            if strangers:
+                with self._cond:
+                    for w in strangers:  # _push_back_routed forgets them again
+                        self._held[w.raw] += 1
+                moved = self._push_back_routed(strangers)
+                log.warning("reconcile: pushed back %d job(s) whose fetch reply was lost", moved)
+            self._reconcile_needed = False
+        finally:
+            with self._cond:
+                self._reconciling = False
+                self._cond.notify_all()
+
+    # -- introspection ----------------------------------------------------------------------------
+    @property
+    def is_quiet(self) -> bool:
+        return self._quiet
+
+    def held_count(self) -> int:
+        with self._cond:
+            return sum(self._held.values())

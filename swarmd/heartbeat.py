@@ -1,0 +1,127 @@
+"""Sidekiq-compatible process records (SPEC 2), swarmd's liveness key, and ``-signals``.
+
+Every beat (5 s by default) one MULTI writes what Sidekiq's Web UI and API read: ``SADD processes``,
+the ``<identity>`` hash (info, busy, beat, quiet, rss, rtt_us, concurrency; TTL 60 s), the busy jobs
+under both ``<identity>:work`` (Sidekiq >= 6.4.2) and ``<identity>:workers`` (6.4.1), and pops one
+entry of ``<identity>-signals`` (TSTP or TERM from the Web UI's Quiet/Stop buttons). The same MULTI
+refreshes swarmd's liveness key, whose expiry lets other workers recover this worker's private list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from swarmd import connection
+from swarmd.config import Config, QueueOrder
+from swarmd.keys import Keys
+
+PROCESS_TTL = 60
+VERSION = "0.1.0"
+
+
+def read_rss_kb(pid: int | None = None) -> int:
+    try:
+        with open(f"/proc/{pid or 'self'}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def new_identity(pid: int | None = None) -> str:
+    host = os.environ.get("DYNO") or socket.gethostname()
+    return f"{host}:{pid or os.getpid()}:{os.urandom(6).hex()}"
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        redis: connection.Redis,
+        keys: Keys,
+        identity: str,
+        config: Config,
+        busy: Callable[[], Mapping[str, tuple[str, bytes, int]]],
+        quiet: Callable[[], bool],
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.identity = identity
+        self.config = config
+        self._busy = busy
+        self._quiet = quiet
+        self.info = json.dumps(self._info())
+
+    def _info(self) -> dict[str, Any]:
+        cfg = self.config
+        names = list(dict.fromkeys(q.name for q in cfg.queues))
+        weights = {q.name: q.weight for q in cfg.queues}
+        mode = {QueueOrder.STRICT: "strict", QueueOrder.RANDOM: "random"}.get(cfg.queue_order, "weighted")
+        return {
+            "hostname": self.identity.split(":", 1)[0],
+            "started_at": time.time(),
+            "pid": os.getpid(),
+            "tag": cfg.tag,
+            "concurrency": cfg.concurrency,
+            "queues": names,
+            "weights": [weights],
+            "capsules": {"default": {"concurrency": cfg.concurrency, "mode": mode, "weights": weights}},
+            "labels": [*cfg.labels, "swarmd"],
+            "identity": self.identity,
+            "version": f"swarmd {VERSION}",
+            "embedded": False,
+        }
+
+    def beat(self) -> str | None:
+        """Write the process records; return a signal name popped from ``-signals``, if any."""
+        t0 = time.perf_counter()
+        self.redis.ping()
+        rtt_us = int((time.perf_counter() - t0) * 1_000_000)
+        busy = self._busy()
+        work: dict[Any, Any] = {
+            tid: json.dumps({"queue": queue, "payload": raw.decode(errors="replace"), "run_at": run_at})
+            for tid, (queue, raw, run_at) in busy.items()
+        }
+        k = self.keys
+        ident = self.identity
+        pipe = self.redis.pipeline(transaction=True)
+        for key in (k.work(ident), k.workers(ident)):
+            pipe.delete(key)
+            if work:
+                pipe.hset(key, mapping=work)
+                pipe.expire(key, PROCESS_TTL)
+        pipe.sadd(k.processes, ident)
+        pipe.hset(
+            k.process(ident),
+            mapping={
+                "info": self.info,
+                "busy": len(busy),
+                "beat": time.time(),
+                "quiet": "true" if self._quiet() else "false",
+                "rss": read_rss_kb(),
+                "rtt_us": rtt_us,
+                "concurrency": self.config.concurrency,
+            },
+        )
+        pipe.expire(k.process(ident), PROCESS_TTL)
+        pipe.set(k.alive(ident), int(time.time()), ex=max(1, int(self.config.liveness_ttl)))
+        pipe.sadd(k.swarmd_workers, ident)
+        pipe.rpop(k.signals(ident))
+        signal = pipe.execute()[-1]
+        return signal.decode(errors="replace") if signal else None
+
+    def clear(self) -> None:
+        """At a clean exit, once the private list is empty: leave `processes` and swarmd's
+        registry (the ``<identity>`` hash expires by itself, as in Sidekiq)."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.srem(k.processes, self.identity)
+        pipe.delete(k.work(self.identity), k.workers(self.identity), k.alive(self.identity))
+        pipe.srem(k.swarmd_workers, self.identity)
+        pipe.execute()

@@ -1,0 +1,469 @@
+"""Log lines for the supervisor and workers: stderr, the journal, a file, or syslog (SPEC 1.8).
+
+Everything swarmd logs goes through the logger named "swarmd" (job lines through "swarmd.job"), which
+`setup_logging()` configures; it does not touch the root logger, and the "swarmd" logger stops
+propagating to it so an application's own logging config never prints swarmd's lines twice.
+
+Line shape (Sidekiq's)::
+
+    2026-11-28T16:50:00.123Z pid=1234 tid=k1 class=resize jid=ab12cd INFO: done: 0.004 sec
+
+`class=`/`jid=` appear when the record carries them: ``log.info("done", extra=job_extra(name, jid))``.
+
+Where lines go (one destination, as Sidekiq 5's ``-L``; a file or syslog is not *also* copied to stderr):
+
+- default: stderr. When stderr is the journal (``$JOURNAL_STREAM`` is the dev:ino of the stream) the
+  timestamp is dropped (journald stamps every line) and **every** line, including each line of a
+  traceback, starts with a ``<N>`` syslog priority, so ``journalctl -p err`` shows whole tracebacks.
+  journald splits a stream at newlines, so a multi-line record cannot stay one journal entry.
+- ``logfile``: appended, created 0640 (less if the umask says so) without following a symlink, parent
+  folders created; `reopen_logs()` (USR1, logrotate's postrotate) reopens it by path.
+- ``syslog``: one RFC 3164-style datagram per record, ``<PRI>ident[pid]: line`` without timestamp.
+  A multi-line record (traceback) stays ONE datagram with its newlines (journald keeps it as one
+  multi-line message; rsyslog shows ``#012``), truncated to `MAX_DATAGRAM` bytes. The pid is the
+  process that logged, so a forked worker shows its own. If sending fails, the handler falls back to
+  stderr for good, announced by exactly one WARNING line naming the address and the error.
+- ``logfile`` and ``syslog`` together: both.
+
+Forked workers inherit the handlers: the logfile is opened O_APPEND, so processes sharing it never
+overwrite each other; a worker calls `after_fork_in_child()` to get its own syslog socket.
+
+Passwords in Redis URLs are redacted by `swarmd.config.redact_url` before they are logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging.handlers import SysLogHandler
+from typing import TextIO
+
+from swarmd.errors import ConfigError
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "LineFormatter",
+    "SyslogTarget",
+    "after_fork_in_child",
+    "job_extra",
+    "reopen_logs",
+    "reset_logging",
+    "setup_logging",
+]
+
+LOGGER_NAME = "swarmd"
+MAX_DATAGRAM = 60_000
+"""Largest syslog datagram sent, in bytes (Linux refuses ~200 KB ones with EMSGSIZE)."""
+
+_SMALL_DATAGRAM = 2_048  # retry size when a receiver's buffer is smaller than MAX_DATAGRAM
+
+log = logging.getLogger("swarmd.logs")
+
+
+@dataclass(frozen=True)
+class SyslogTarget:
+    """Where syslog lines go: `address` is a unix datagram socket path, ``@abstract`` or ``host:port``."""
+
+    ident: str = "swarmd"
+    facility: str = "daemon"
+    address: str = "/dev/log"
+
+
+def job_extra(job_class: str, jid: str) -> dict[str, str]:
+    """The ``extra=`` of a job's log line, shown as ``class=... jid=...``."""
+    return {"job_class": job_class, "jid": jid}
+
+
+# -- formatting -----------------------------------------------------------------------------------------
+
+_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def _priority(levelno: int) -> int:
+    prio = _PRIORITIES.get(levelno)
+    if prio is not None:
+        return prio
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
+
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, digit = divmod(n, 36)
+        out = _B36[digit] + out
+        if not n:
+            return out
+
+
+_tids: dict[tuple[int, int], str] = {}
+
+
+def _tid(thread: int | None, pid: int | None) -> str:
+    """Sidekiq's short thread id: (thread id XOR pid) in base 36."""
+    key = (thread or 0, pid or 0)
+    tid = _tids.get(key)
+    if tid is None:
+        if len(_tids) > 4096:  # threads come and go over a long life: bound the cache
+            _tids.clear()
+        tid = _tids[key] = _base36(key[0] ^ key[1])
+    return tid
+
+
+class LineFormatter(logging.Formatter):
+    """Formats a record as one Sidekiq-shaped line (plus traceback lines); cheap enough for ~10k lines/s.
+
+    The date part of the timestamp is rendered once per second and cached; no `formatTime`/`strftime`
+    per record.
+    """
+
+    def __init__(self, *, timestamps: bool = True, priority_prefix: bool = False) -> None:
+        super().__init__()
+        self.timestamps = timestamps
+        self.priority_prefix = priority_prefix
+        self._second: tuple[int, str] = (-1, "")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text = f"{text}\n{record.exc_text}"
+        if record.stack_info:
+            text = f"{text}\n{self.formatStack(record.stack_info)}"
+        attrs = record.__dict__
+        job_class = attrs.get("job_class")
+        jid = attrs.get("jid")
+        context = ""
+        if job_class is not None:
+            context = f" class={job_class}"
+        if jid is not None:
+            context = f"{context} jid={jid}"
+        tid = _tid(record.thread, record.process)
+        line = f"pid={record.process} tid={tid}{context} {record.levelname}: {text}"
+        if self.timestamps:
+            line = f"{self._stamp(record)} {line}"
+        if self.priority_prefix:
+            prefix = f"<{_priority(record.levelno)}>"
+            if "\n" in line:
+                return "\n".join(prefix + part for part in line.split("\n"))
+            return prefix + line
+        return line
+
+    def _stamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:  # a tuple swap: threads racing here both compute the same value
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
+
+
+def _is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
+    """True when `stream` is the journal's stream (systemd sets JOURNAL_STREAM=<dev>:<ino> of it)."""
+    expected = env.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # StringIO, closed or fd-less streams
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+# -- handlers -------------------------------------------------------------------------------------------
+
+
+class _StreamHandler(logging.Handler):
+    """Writes lines to a text stream; with no stream given, to whatever `sys.stderr` is at the time."""
+
+    def __init__(self, stream: TextIO | None, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream if self.stream is not None else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _open_logfile(path: str) -> int:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    # O_NOFOLLOW: a symlink planted at the log path must not redirect our writes (SPEC 3.4).
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+
+
+def _describe_open_error(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"logfile {path}: is a symlink; refusing to follow it"
+    return f"logfile {path}: cannot open: {exc.strerror or exc}"
+
+
+class _FileHandler(logging.Handler):
+    """Appends lines to a file with one write(2) each (O_APPEND: safe across forked workers)."""
+
+    def __init__(self, path: str, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.path = os.path.abspath(path)  # a later chdir must not move the log
+        try:
+            self._fd = _open_logfile(self.path)
+        except OSError as exc:
+            raise ConfigError(_describe_open_error(self.path, exc)) from exc
+        self._broken = False
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+            self._broken = False
+        except OSError as exc:  # disk full, EIO: say so once per outage, not once per line
+            if not self._broken:
+                self._broken = True
+                _emergency(f"swarmd: cannot write to logfile {self.path}: {exc}")
+        except Exception:
+            self.handleError(record)
+
+    def reopen(self) -> None:
+        """Open the path again (logrotate renamed the old file); keeps the old file on failure."""
+        fd = _open_logfile(self.path)
+        self.acquire()
+        try:
+            old, self._fd = self._fd, fd
+            self._broken = False
+        finally:
+            self.release()
+        os.close(old)
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self.release()
+        super().close()
+
+
+def _emergency(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except Exception:  # stderr gone as well: nothing left to tell
+        pass
+
+
+def _syslog_address(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
+    if address.startswith("@"):
+        return socket.AF_UNIX, "\0" + address[1:]
+    if not address.startswith("/"):
+        host, sep, port = address.rpartition(":")
+        if sep and host and port.isdigit():
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            return family, (host, int(port))
+    return socket.AF_UNIX, address
+
+
+class _SyslogHandler(logging.Handler):
+    """RFC 3164-style datagrams ``<PRI>ident[pid]: line``; on failure, stderr for good (one warning).
+
+    Not the stdlib SysLogHandler: that one prints a "--- Logging error ---" traceback per record when
+    /dev/log is missing, and bakes a static ident into every forked child.
+    """
+
+    def __init__(self, target: SyslogTarget, fallback: logging.Handler, formatter: logging.Formatter) -> None:
+        super().__init__()
+        facility = SysLogHandler.facility_names.get(target.facility.lower())
+        if facility is None:
+            known = ", ".join(sorted(SysLogHandler.facility_names))
+            raise ConfigError(f"syslog.facility: unknown facility {target.facility!r} (one of: {known})")
+        self.target = target
+        self._facility = facility << 3
+        self._family, self._address = _syslog_address(target.address)
+        self._fallback = fallback
+        self.fallen_back = False
+        self._sock: socket.socket | None = None
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fallen_back:
+            self._fallback.handle(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        pri = self._facility | _priority(record.levelno)
+        data = f"<{pri}>{self.target.ident}[{record.process}]: {line}".encode("utf-8", "backslashreplace")
+        try:
+            self._send(data)
+        except OSError as exc:
+            self._fall_back(exc)
+            self._fallback.handle(record)
+
+    def _send(self, data: bytes) -> None:
+        if self._sock is None:
+            self._sock = socket.socket(self._family, socket.SOCK_DGRAM)  # unconnected: survives restarts
+        try:
+            self._sock.sendto(_truncate(data, MAX_DATAGRAM), self._address)
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            self._sock.sendto(_truncate(data, _SMALL_DATAGRAM), self._address)
+
+    def _fall_back(self, exc: OSError) -> None:
+        self.fallen_back = True
+        self._close_socket()
+        warning = logging.LogRecord(
+            log.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "syslog at %s failed (%s); logging to stderr from now on",
+            (self.target.address, exc),
+            None,
+        )
+        self._fallback.handle(warning)
+
+    def recreate_socket(self) -> None:
+        self.acquire()
+        try:
+            self._close_socket()
+        finally:
+            self.release()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        self.recreate_socket()
+        super().close()
+
+
+def _truncate(data: bytes, limit: int) -> bytes:
+    if len(data) <= limit:
+        return data
+    marker = b"... [truncated]"
+    cut = data[: limit - len(marker)]
+    return cut.decode("utf-8", "ignore").encode("utf-8") + marker  # never split a UTF-8 sequence
+
+
+# -- public API -----------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_installed: list[logging.Handler] = []
+
+
+def _reinit_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_reinit_lock_after_fork)
+
+
+def setup_logging(
+    *,
+    verbose: bool = False,
+    logfile: str | None = None,
+    syslog: SyslogTarget | None = None,
+    stream: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Configure the "swarmd" logger; calling it again replaces what the previous call installed.
+
+    `stream` defaults to `sys.stderr` (looked up per line); `env` to `os.environ` (JOURNAL_STREAM).
+    Raises ConfigError when the logfile cannot be opened or the syslog facility is unknown.
+    """
+    env = os.environ if env is None else env
+    journal = _is_journal(stream if stream is not None else sys.stderr, env)
+    stderr_handler = _StreamHandler(stream, LineFormatter(timestamps=not journal, priority_prefix=journal))
+    handlers: list[logging.Handler] = []
+    try:
+        if logfile:
+            handlers.append(_FileHandler(logfile, LineFormatter()))
+        if syslog is not None:
+            handlers.append(_SyslogHandler(syslog, stderr_handler, LineFormatter(timestamps=False)))
+    except BaseException:
+        for handler in handlers:
+            handler.close()
+        raise
+    if not handlers:
+        handlers.append(stderr_handler)
+
+    logger = logging.getLogger(LOGGER_NAME)
+    with _lock:
+        _uninstall(logger)
+        _installed.extend(handlers)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.propagate = False
+
+
+def reset_logging() -> None:
+    """Remove and close what `setup_logging` installed; the "swarmd" logger is back to stdlib defaults."""
+    logger = logging.getLogger(LOGGER_NAME)
+    with _lock:
+        _uninstall(logger)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
+def _uninstall(logger: logging.Logger) -> None:
+    for handler in _installed:
+        logger.removeHandler(handler)
+        handler.close()
+    _installed.clear()
+
+
+def reopen_logs() -> None:
+    """Reopen the logfile by path (USR1 after logrotate moved it); a no-op without a logfile.
+
+    A failure is logged (to the old file, which stays open) and never raised.
+    """
+    with _lock:
+        handlers = list(_installed)
+    for handler in handlers:
+        if isinstance(handler, _FileHandler):
+            try:
+                handler.reopen()
+            except OSError as exc:
+                log.error("cannot reopen %s", _describe_open_error(handler.path, exc))
+
+
+def after_fork_in_child() -> None:
+    """In a forked worker: drop the syslog socket shared with the parent (the next line opens its own)."""
+    with _lock:
+        handlers = list(_installed)
+    for handler in handlers:
+        if isinstance(handler, _SyslogHandler):
+            handler.recreate_socket()

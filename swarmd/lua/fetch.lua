@@ -1,0 +1,36 @@
+-- Acknowledge finished jobs and fetch new ones, in one atomic step and one round trip.
+-- KEYS[1]  the worker's private in-flight list
+-- KEYS[2]  stat:processed         KEYS[3]  stat:processed:<today>
+-- KEYS[4..] queue keys, in the order to try them
+-- ARGV[1]  how many jobs to fetch at most
+-- ARGV[2]  TTL of the daily stat key (seconds)
+-- ARGV[3..] raw jobs that finished: removed from the in-flight list and counted as processed
+-- Returns a flat array: queue index (0-based into KEYS[4..]), raw job, queue index, raw job, ...
+--
+-- A fetched job is in the in-flight list before this script returns: if the reply is lost or the
+-- worker dies, the job is still in Redis, where reconcile or recovery finds it.
+local inflight = KEYS[1]
+local acked = 0
+for i = 3, #ARGV do
+  acked = acked + redis.call('LREM', inflight, -1, ARGV[i])
+end
+if #ARGV > 2 then
+  redis.call('INCRBY', KEYS[2], #ARGV - 2)
+  redis.call('INCRBY', KEYS[3], #ARGV - 2)
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
+local want = tonumber(ARGV[1])
+local out = {}
+for k = 4, #KEYS do
+  if want <= 0 then break end
+  local got = redis.call('RPOP', KEYS[k], want)
+  if got then
+    redis.call('LPUSH', inflight, unpack(got))
+    for _, job in ipairs(got) do
+      out[#out + 1] = k - 4
+      out[#out + 1] = job
+    end
+    want = want - #got
+  end
+end
+return out

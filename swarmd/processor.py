@@ -1,0 +1,112 @@
+"""One processor thread: take a fetched job, run its job function, then ack, retry or kill it.
+
+A processor never lets an exception escape its loop for a job; if the loop itself dies (a bug in
+swarmd), ``on_death`` tells the worker, which starts a replacement. The job it held stays in the
+private list and goes back to its queue at the latest when the worker stops.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from swarmd import connection, payload, registry
+from swarmd.client import DELAYED
+from swarmd.errors import DecodeError
+from swarmd.fetch import Fetcher, RedisBackoff, Work
+from swarmd.retry import Retrier
+
+log = logging.getLogger("swarmd")
+job_log = logging.getLogger("swarmd.job")
+
+Busy = dict[str, tuple[str, bytes, int]]
+"""tid -> (queue, raw job, run_at): what the heartbeat writes to ``<identity>:work``."""
+
+
+def thread_id() -> str:
+    """A short thread id, like Sidekiq's ``tid``: base 36 of the thread ident xor the pid."""
+    n = threading.get_ident() ^ os.getpid()
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
+class Processor:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        retrier: Retrier,
+        busy: Busy,
+        delay_allow: Sequence[str],
+        on_death: Callable[[Processor, BaseException], None],
+    ) -> None:
+        self.fetcher = fetcher
+        self.retrier = retrier
+        self.busy = busy
+        self.delay_allow = tuple(delay_allow)
+        self.on_death = on_death
+        self.thread = threading.Thread(target=self._run, name="swarmd-processor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        tid = thread_id()
+        try:
+            while (work := self.fetcher.get()) is not None:
+                self.busy[tid] = (work.queue, work.raw, int(time.time()))
+                try:
+                    self.process(work)
+                finally:
+                    del self.busy[tid]
+        except BaseException as exc:  # a bug in swarmd, not in a job: report and be replaced
+            self.on_death(self, exc)
+
+    def process(self, work: Work) -> None:
+        try:
+            job = payload.decode(work.raw)
+        except DecodeError as exc:
+            log.error("undecodable job from queue %s moved to dead unchanged: %s", work.queue, exc)
+            self._settle(
+                work, functools.partial(self.retrier.kill, work, None, "swarmd.DecodeError", str(exc))
+            )
+            return
+        extra = {"job_class": job.name, "jid": job.jid}
+        if job_log.isEnabledFor(logging.DEBUG):
+            job_log.debug("start", extra=extra)
+        started = time.perf_counter()
+        try:
+            if job.name == DELAYED:
+                func = registry.resolve_delayed(job.args[0] if job.args else None, self.delay_allow)
+                func(*job.args[1:], **job.kwargs)
+            else:
+                registry.lookup(job.name)(*job.args, **job.kwargs)
+        except BaseException as exc:  # a job's failure, SystemExit included, never stops the worker
+            elapsed = time.perf_counter() - started
+            job_log.info("fail: %.3f sec", elapsed, extra=extra)
+            job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
+            self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
+            return
+        job_log.info("done: %.3f sec", time.perf_counter() - started, extra=extra)
+        self.fetcher.ack(work)
+
+    def _settle(self, work: Work, store: Callable[[], str]) -> None:
+        """Run a retry/dead move until Redis takes it; the job stays in the private list meanwhile."""
+        backoff = RedisBackoff("retry")
+        for _ in range(20):
+            try:
+                store()
+                backoff.ok()
+                break
+            except connection.RedisError as exc:
+                backoff.failed(exc)
+        # Given up: the entry stays in the private list and goes back to its queue when the worker
+        # stops (Fetcher.drain) or is recovered.
+        self.fetcher.release(work)

@@ -1,0 +1,108 @@
+"""Recovery of the private in-flight lists of workers that died, and the poison-job guard.
+
+Who recovers, and when:
+- the supervisor, right after it reaps a worker that died (``force=True``: it saw the death);
+- every worker, at start and every `recovery_interval`, for each identity in ``swarmd:workers``
+  whose liveness key has expired (a killed process whose supervisor died too, a vanished host).
+
+Only one recoverer works on a list at a time (``SET swarmd:recovering:<id> NX EX``), and inside
+``lua/recover.lua`` each job is pushed back only if that call's LREM removed it, so even two
+recoverers racing past the lock could not push a job twice.
+
+Poison guard: each recovery counts one crash for every job in the list (``swarmd:crashes:<jid>``,
+TTL 24 h); a job counted ``POISON_CRASHES`` times goes to `dead` with ``error_class
+"swarmd.PoisonJob"`` instead of crashing workers forever. Jobs running beside a poison job are
+counted too; they reach the limit only if they shared three crashes with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from swarmd import connection, payload
+from swarmd.errors import POISON_JOB, DecodeError
+from swarmd.keys import Keys
+
+log = logging.getLogger("swarmd")
+
+POISON_CRASHES = 3
+CRASH_TTL = 24 * 3600
+LOCK_TTL = 60
+
+
+def recover_worker(
+    redis: connection.Redis, keys: Keys, identity: str, *, force: bool = False
+) -> tuple[int, int]:
+    """Push a dead worker's in-flight jobs back; return (requeued, sent to dead)."""
+    lock = keys.recovering(identity)
+    if not redis.set(lock, "1", nx=True, ex=LOCK_TTL):
+        return (0, 0)
+    try:
+        script = connection.load_script(redis, "recover")
+        inflight = keys.inflight(identity)
+        requeued = poisoned = 0
+        while True:
+            raws = cast("list[bytes]", redis.lrange(inflight, -100, -1))
+            script_keys = [inflight, keys.alive(identity), keys.dead, keys.swarmd_workers]
+            args: list[Any] = [identity, "1" if force else "0", CRASH_TTL, POISON_CRASHES, payload.now()]
+            for raw in raws:
+                try:
+                    job = payload.decode(raw)
+                except DecodeError:
+                    script_keys += [keys.dead, keys.crashes("-")]
+                    args += [raw, raw]
+                    continue
+                poison = dict(job.data)
+                payload.record_failure(
+                    poison,
+                    POISON_JOB,
+                    f"in flight in a worker that crashed {POISON_CRASHES} times (last: {identity})",
+                )
+                script_keys += [keys.queue(job.queue), keys.crashes(job.jid)]
+                args += [raw, payload.encode(poison)]
+            result = script(keys=script_keys, args=args)
+            if result == -1:
+                return (0, 0)
+            requeued += int(result[0])
+            poisoned += int(result[1])
+            if not raws or len(raws) < 100:
+                break
+        if requeued or poisoned:
+            log.warning(
+                "recovered %d in-flight job(s) of dead worker %s (%d to dead as poison)",
+                requeued,
+                identity,
+                poisoned,
+            )
+        return (requeued, poisoned)
+    finally:
+        redis.delete(lock)
+
+
+def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str | None = None) -> int:
+    """Recover every registered worker whose liveness key has expired; return jobs requeued."""
+    total = 0
+    for member in cast("set[bytes]", redis.smembers(keys.swarmd_workers)):
+        identity = member.decode(errors="replace")
+        if identity == own_identity or redis.exists(keys.alive(identity)):
+            continue
+        requeued, poisoned = recover_worker(redis, keys, identity)
+        total += requeued + poisoned
+    return total
+
+
+def prune_processes(redis: connection.Redis, keys: Keys) -> int:
+    """Drop members of `processes` whose heartbeat hash expired (as Sidekiq's cleanup does)."""
+    if not redis.set(keys.process_cleanup, "1", nx=True, ex=60):
+        return 0
+    members = list(cast("set[bytes]", redis.smembers(keys.processes)))
+    if not members:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for m in members:
+        pipe.exists(keys.process(m.decode(errors="replace")))
+    gone = [m for m, alive in zip(members, pipe.execute(), strict=True) if not alive]
+    if gone:
+        redis.srem(keys.processes, *gone)
+    return len(gone)

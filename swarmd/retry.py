@@ -1,0 +1,102 @@
+"""Failures: Sidekiq's retry semantics and backoff, the `retry` and `dead` sets.
+
+- ``retry: true`` (default) allows `max_retries` (25) retries, ``retry: N`` allows N, ``retry: 0``
+  sends the job to `dead` on its first failure, ``retry: false`` drops it (counted as failed,
+  stored nowhere), exactly as Sidekiq does. ``dead: false`` skips `dead` when retries run out.
+- Delay before retry ``count``: ``count**4 + 15 + rand(10) * (count + 1)`` seconds (Sidekiq 6/7).
+- ``retry_queue`` routes retries to another queue.
+- The move into `retry`/`dead` and the removal from the private list are one script
+  (``lua/fail.lua``): the job is never in both places and never in neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from typing import Any
+
+from swarmd import connection, payload
+from swarmd.fetch import STATS_TTL, Work
+from swarmd.keys import Keys
+
+log = logging.getLogger("swarmd")
+
+
+def backoff_seconds(count: int) -> float:
+    return float(count**4 + 15 + random.randrange(10) * (count + 1))
+
+
+def max_attempts(retry: Any, default: int) -> int:
+    if retry is True or retry is None:
+        return default
+    if isinstance(retry, int) and not isinstance(retry, bool):
+        return max(retry, 0)
+    return 0
+
+
+class Retrier:
+    def __init__(
+        self,
+        redis: connection.Redis,
+        keys: Keys,
+        inflight: str,
+        *,
+        max_retries: int = 25,
+        dead_max_jobs: int = 10_000,
+        dead_timeout: float = 180 * 24 * 3600.0,
+    ) -> None:
+        self.keys = keys
+        self.inflight = inflight
+        self.max_retries = max_retries
+        self.dead_max_jobs = dead_max_jobs
+        self.dead_timeout = dead_timeout
+        self._script = connection.load_script(redis, "fail")
+
+    def failed(self, work: Work, job: payload.Job, exc: BaseException) -> str:
+        """Record a failure; return where the job went: "retry", "dead" or "drop"."""
+        data = job.data
+        backtrace_opt = data.get("backtrace")
+        lines: list[str] | None = None
+        if backtrace_opt:
+            lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+            if isinstance(backtrace_opt, int) and not isinstance(backtrace_opt, bool):
+                lines = lines[-backtrace_opt:]
+        count = payload.record_failure(data, payload.error_class_name(exc), str(exc), lines)
+        retry = data.get("retry", True)
+        if retry is False:
+            return self._store(work, data, "drop", 0.0)
+        if count < max_attempts(retry, self.max_retries):
+            if isinstance(data.get("retry_queue"), str) and data["retry_queue"]:
+                data["queue"] = data["retry_queue"]
+            return self._store(work, data, "retry", payload.now() + backoff_seconds(count))
+        if data.get("dead") is False:
+            return self._store(work, data, "drop", 0.0)
+        return self._store(work, data, "dead", payload.now())
+
+    def kill(self, work: Work, data: dict[str, Any] | None, error_class: str, message: str) -> str:
+        """Straight to `dead`: unchanged raw bytes when ``data`` is None (undecodable)."""
+        if data is not None:
+            payload.record_failure(data, error_class, message)
+        return self._store(work, data, "dead", payload.now())
+
+    def _store(self, work: Work, data: dict[str, Any] | None, mode: str, score: float) -> str:
+        target = self.keys.dead if mode != "retry" else self.keys.retry
+        stored = work.raw if data is None else payload.encode(data)
+        keys = [
+            self.inflight,
+            target,
+            self.keys.stat("processed"),
+            self.keys.stat_daily("processed"),
+            self.keys.stat("failed"),
+            self.keys.stat_daily("failed"),
+        ]
+        args: list[Any] = [work.raw, stored, score, STATS_TTL, mode]
+        if mode == "dead":
+            args += [payload.now() - self.dead_timeout, self.dead_max_jobs]
+        if not self._script(keys=keys, args=args):
+            log.warning(
+                "job was no longer in this worker's in-flight list (pushed back or recovered); "
+                "it will run again from its queue"
+            )
+        return mode

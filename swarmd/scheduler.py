@@ -1,0 +1,59 @@
+"""Due jobs from `schedule` and `retry` into their queues (``lua/schedule.lua``), each exactly once.
+
+Python reads due members (ZRANGE BYSCORE, read-only) and sets a fresh ``enqueued_at`` in each (Lua's
+cjson would mangle numbers of more than 14 digits, so JSON is never re-encoded in Lua); the script
+then moves a member only if its ZREM succeeds. If a worker dies between the read and the script,
+nothing has changed in Redis; if two workers race, the ZREM lets exactly one of them move each job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from swarmd import connection, payload
+from swarmd.errors import DecodeError
+from swarmd.keys import Keys
+
+log = logging.getLogger("swarmd")
+
+BATCH = 100
+
+
+class Scheduler:
+    def __init__(self, redis: connection.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._script = connection.load_script(redis, "schedule")
+
+    def poll(self) -> int:
+        """Move every due job; return how many moved."""
+        moved = 0
+        for zset in (self.keys.retry, self.keys.schedule):
+            while True:
+                now = payload.now()
+                members = cast(
+                    "list[bytes]", self.redis.zrange(zset, "-inf", now, byscore=True, offset=0, num=BATCH)
+                )
+                if not members:
+                    break
+                moved += self._move(zset, members, now)
+                if len(members) < BATCH:
+                    break
+        return moved
+
+    def _move(self, zset: str, members: list[bytes], now: float) -> int:
+        keys = [zset, self.keys.queues, self.keys.dead]
+        args: list[Any] = [now]
+        for member in members:
+            try:
+                job = payload.decode(member)
+            except DecodeError as exc:
+                log.error("undecodable job in %s moved to dead unchanged: %s", zset, exc)
+                keys.append(self.keys.dead)
+                args += [member, member, ""]
+                continue
+            keys.append(self.keys.queue(job.queue))
+            args += [member, payload.encode(payload.for_queue(job.data)), job.queue]
+        n: int = self._script(keys=keys, args=args)
+        return n

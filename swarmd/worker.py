@@ -1,0 +1,303 @@
+"""The worker: one process that owns a Redis pool, `concurrency` processor threads, one waiter
+thread per queue, and a housekeeping loop on its main thread (heartbeat, scheduler, recovery of dead
+workers, ack flushing, process title, signals).
+
+Lifecycle: `start()` (connect, import ``require`` modules, recover, start threads), `quiet()` (stop
+fetching), `stop(deadline)` (quiet, wait for running jobs until ``deadline``, push every unfinished
+job back to its queue, leave the process set). `run()` does all of it in the foreground and returns
+an exit code; the supervisor calls it in each forked child.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import random
+import selectors
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+import setproctitle
+
+from swarmd import connection, logs, recovery, registry
+from swarmd.config import Config
+from swarmd.errors import BootError, ExitCode, RedisUnavailable
+from swarmd.fetch import Fetcher
+from swarmd.heartbeat import VERSION, Heartbeat, new_identity
+from swarmd.keys import Keys
+from swarmd.processor import Busy, Processor
+from swarmd.retry import Retrier
+from swarmd.scheduler import Scheduler
+
+log = logging.getLogger("swarmd")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGUSR1)
+
+
+def dump_threads() -> None:
+    """Log every thread's stack (TTIN, Sidekiq's convention)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame)).rstrip()
+        log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+
+
+class Worker:
+    def __init__(self, config: Config, identity: str | None = None) -> None:
+        self.config = config
+        self.identity = identity or new_identity()
+        self.keys = Keys(config.namespace)
+        self.busy: Busy = {}
+        self.processors: list[Processor] = []
+        self.stopping = False
+        self._dead_processors: list[tuple[Processor, BaseException]] = []
+        self._title = ""
+        self._redis: connection.Redis | None = None
+        self._fetcher: Fetcher | None = None
+        self._deadline = 0.0
+        self._poll_while_stopping: Callable[[], None] = lambda: None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Boot: raises `RedisUnavailable` or `BootError` with one clear line."""
+        cfg = self.config
+        for spec in cfg.require:
+            registry.import_require(spec)
+        pool_size = cfg.concurrency + len(cfg.queues) + 4
+        self._redis = redis = connection.connect(
+            cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
+        )
+        connection.check_server(redis, cfg.redis_url)
+        keys = self.keys
+        self.fetcher = Fetcher(redis, keys, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout)
+        self.retrier = Retrier(
+            redis,
+            keys,
+            keys.inflight(self.identity),
+            max_retries=cfg.max_retries,
+            dead_max_jobs=cfg.dead_max_jobs,
+            dead_timeout=cfg.dead_timeout,
+        )
+        self.scheduler = Scheduler(redis, keys)
+        self.heartbeat = Heartbeat(redis, keys, self.identity, cfg, lambda: dict(self.busy), self._is_quiet)
+        # Register (liveness key first) before fetching anything, so a private list never exists
+        # without a liveness key and a registry entry that lead to it.
+        self.heartbeat.beat()
+        recovery.recover_dead_workers(redis, keys, self.identity)
+        for _ in range(cfg.concurrency):
+            self._add_processor()
+        self.fetcher.start()
+        now = time.monotonic()
+        self._next_beat = now + cfg.beat_interval
+        self._next_poll = now + random.uniform(0, cfg.poll_interval)
+        self._next_recovery = now + cfg.recovery_interval
+        log.info(
+            "worker %s booted: concurrency %d, queues %s, Redis %s",
+            self.identity,
+            cfg.concurrency,
+            ",".join(f"{q.name},{q.weight}" if q.weight else q.name for q in cfg.queues),
+            cfg.redacted_redis_url(),
+        )
+
+    @property
+    def redis(self) -> connection.Redis:
+        assert self._redis is not None, "worker not started"
+        return self._redis
+
+    def _is_quiet(self) -> bool:
+        return self.stopping or (self._fetcher is not None and self._fetcher.is_quiet)
+
+    @property
+    def fetcher(self) -> Fetcher:
+        assert self._fetcher is not None
+        return self._fetcher
+
+    @fetcher.setter
+    def fetcher(self, value: Fetcher) -> None:
+        self._fetcher = value
+
+    def _add_processor(self) -> None:
+        p = Processor(self.fetcher, self.retrier, self.busy, self.config.delay_allow, self._processor_died)
+        self.processors.append(p)
+        p.start()
+
+    def _processor_died(self, processor: Processor, exc: BaseException) -> None:
+        self._dead_processors.append((processor, exc))
+
+    def quiet(self) -> None:
+        if not self.fetcher.is_quiet:
+            log.info("quiet: no new jobs will be fetched")
+            self.fetcher.quiet()
+
+    def stop(self, deadline: float) -> None:
+        """Wait for running jobs until ``deadline``; push back whatever did not finish."""
+        self.stopping = True
+        self._deadline = deadline
+        log.info(
+            "stopping: waiting up to %.1f sec for %d busy job(s)", deadline - time.monotonic(), len(self.busy)
+        )
+        self.fetcher.quiet()
+        waiter_deadline = time.monotonic() + self.config.fetch_timeout + 1.0
+        while self.busy and time.monotonic() < self._deadline:
+            self._housekeeping(time.monotonic(), stopping=True)
+            self._poll_while_stopping()
+            time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
+        self.fetcher.stop(waiter_deadline)
+        unfinished = len(self.busy)
+        self._settle_redis(self.fetcher.flush_acks, "flush acks")
+        # Jobs still running are pushed back BEFORE the process exits: worse to lose a job than
+        # to run it twice. A job that finishes after this finds its entry gone and acks nothing.
+        pushed = self._settle_redis(self.fetcher.drain, "push back in-flight jobs")
+        drained = self._settle_redis(lambda: self.redis.llen(self.keys.inflight(self.identity)) == 0, "check")
+        if unfinished:
+            log.warning("timeout: %d job(s) still running were pushed back to their queues", unfinished)
+        elif pushed:
+            log.info("pushed %d unstarted job(s) back to their queues", pushed)
+        if drained:  # otherwise stay registered, so that recovery finds what is left
+            self._settle_redis(self.heartbeat.clear, "leave the process set")
+        self._set_title()
+
+    def hurry(self) -> None:
+        """Cut a running `stop` short: push the running jobs back now."""
+        self._deadline = time.monotonic()
+
+    def _settle_redis(self, action: Callable[[], object], what: str) -> int:
+        for attempt in range(10):
+            try:
+                result = action()
+                return result if isinstance(result, int) else 0
+            except connection.RedisError as exc:
+                log.warning("%s: Redis error (attempt %d): %s", what, attempt + 1, exc)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+        log.error("%s: gave up; the jobs stay in %s for recovery", what, self.keys.inflight(self.identity))
+        return 0
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def _housekeeping(self, now: float, *, stopping: bool = False) -> float:
+        """Do what is due; return seconds until the next thing is due."""
+        cfg = self.config
+        try:
+            self.fetcher.flush_acks()
+            if now >= self._next_beat:
+                self._next_beat = now + cfg.beat_interval
+                remote = self.heartbeat.beat()
+                if remote:
+                    self._remote_signal(remote)
+            if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
+                self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.5)
+                self.scheduler.poll()
+            if not stopping and now >= self._next_recovery:
+                self._next_recovery = now + cfg.recovery_interval
+                recovery.recover_dead_workers(self.redis, self.keys, self.identity)
+                recovery.prune_processes(self.redis, self.keys)
+        except connection.RedisError as exc:
+            log.warning("housekeeping: Redis error: %s", exc)
+        while self._dead_processors:
+            proc, error = self._dead_processors.pop()
+            log.error("processor thread died, starting a new one: %r", error)
+            self.processors.remove(proc)
+            if not self.stopping:
+                self._add_processor()
+        self._set_title()
+        return max(0.0, min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0) - now)
+
+    def _remote_signal(self, name: str) -> None:
+        sig = {"TSTP": signal.SIGTSTP, "TERM": signal.SIGTERM, "TTIN": signal.SIGTTIN}.get(name)
+        if sig is None:
+            log.warning("ignoring unknown signal %r from %s", name, self.keys.signals(self.identity))
+            return
+        log.info("got %s from the Web UI/API", name)
+        os.kill(os.getpid(), sig)
+
+    def title(self) -> str:
+        cfg = self.config
+        text = f"swarmd {VERSION} {cfg.tag} [{len(self.busy)} of {cfg.concurrency} busy]"
+        return text + " stopping" if self._is_quiet() else text
+
+    def _set_title(self) -> None:
+        title = self.title()
+        if title != self._title:
+            self._title = title
+            setproctitle.setproctitle(title)
+
+    # -- foreground loop ---------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        on_tick: Callable[[Worker], None] | None = None,
+        parent_fd: int | None = None,
+    ) -> int:
+        """Boot, serve until TERM/INT (or EOF on ``parent_fd``), stop; return the exit code.
+
+        TERM/INT: graceful stop within `timeout`; a second one stops at once (jobs still pushed
+        back). TSTP: quiet. TTIN: log all thread stacks. USR1: reopen log files.
+        """
+        faulthandler.enable()  # SIGABRT from the supervisor (hung worker) dumps every stack
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, lambda s, f: None)  # the wakeup fd carries the signal number
+        try:
+            self.start()
+        except (BootError, RedisUnavailable) as exc:
+            log.error("%s", exc)
+            return int(exc.exit_code)
+        sel = selectors.DefaultSelector()
+        sel.register(rfd, selectors.EVENT_READ, "signal")
+        if parent_fd is not None:
+            sel.register(parent_fd, selectors.EVENT_READ, "parent")
+        deadline: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                wait = self._housekeeping(now, stopping=deadline is not None)
+                if on_tick is not None:
+                    on_tick(self)
+                if deadline is not None:
+                    break
+                for key, _ in sel.select(wait):
+                    if key.data == "parent":
+                        log.error("supervisor is gone: stopping now")
+                        deadline = time.monotonic()
+                        continue
+                    for signum in os.read(rfd, 64):
+                        deadline = self._handle_signal(signum, deadline)
+            self._poll_while_stopping = lambda: self._poll_signals_while_stopping(rfd)
+            self.stop(deadline)
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(rfd)
+            os.close(wfd)
+        log.info("bye")
+        return int(ExitCode.OK)
+
+    def _handle_signal(self, signum: int, deadline: float | None) -> float | None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if deadline is not None:
+                return time.monotonic()  # second stop signal: no more waiting
+            log.info("got %s: stopping (timeout %.0f sec)", signal.Signals(signum).name, self.config.timeout)
+            return time.monotonic() + self.config.timeout
+        if signum == signal.SIGTSTP:
+            self.quiet()
+        elif signum == signal.SIGTTIN:
+            dump_threads()
+        elif signum == signal.SIGUSR1:
+            logs.reopen_logs()
+            log.info("log files reopened")
+        return deadline
+
+    def _poll_signals_while_stopping(self, rfd: int) -> None:
+        try:
+            data = os.read(rfd, 64)
+        except BlockingIOError:
+            return
+        if any(s in (signal.SIGTERM, signal.SIGINT) for s in data):
+            log.info("second stop signal: pushing running jobs back now")
+            self.hurry()
+        if signal.SIGTTIN in data:
+            dump_threads()
