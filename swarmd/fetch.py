@@ -194,8 +194,9 @@ class Fetcher:
         """The job succeeded: remove it from the private list with the next fetch (or flush)."""
         with self._cond:
             self._acks.append(work.raw)
-            self._dry = False  # a processor is free again: try a batch fetch before blocking
-            self._cond.notify()
+            # This processor calls get() next and, finding the buffer empty, leads a fetch that
+            # carries this ack: no thread needs waking.
+            self._dry = False
 
     def release(self, work: Work) -> None:
         """The job left the private list through another script (retry, dead, pushback)."""

@@ -52,10 +52,13 @@ __all__ = [
     "LineFormatter",
     "SyslogTarget",
     "after_fork_in_child",
+    "flush",
+    "job_event",
     "job_extra",
     "reopen_logs",
     "reset_logging",
     "setup_logging",
+    "start_batching",
 ]
 
 LOGGER_NAME = "swarmd"
@@ -147,31 +150,51 @@ class LineFormatter(logging.Formatter):
         if record.stack_info:
             text = f"{text}\n{self.formatStack(record.stack_info)}"
         attrs = record.__dict__
-        job_class = attrs.get("job_class")
-        jid = attrs.get("jid")
+        return self.format_fields(
+            record.created,
+            record.levelno,
+            record.levelname,
+            record.process,
+            record.thread,
+            attrs.get("job_class"),
+            attrs.get("jid"),
+            text,
+        )
+
+    def format_fields(
+        self,
+        created: float,
+        levelno: int,
+        levelname: str,
+        process: int | None,
+        thread: int | None,
+        job_class: str | None,
+        jid: str | None,
+        text: str,
+    ) -> str:
         context = ""
         if job_class is not None:
             context = f" class={job_class}"
         if jid is not None:
             context = f"{context} jid={jid}"
-        tid = _tid(record.thread, record.process)
-        line = f"pid={record.process} tid={tid}{context} {record.levelname}: {text}"
+        tid = _tid(thread, process)
+        line = f"pid={process} tid={tid}{context} {levelname}: {text}"
         if self.timestamps:
-            line = f"{self._stamp(record)} {line}"
+            line = f"{self._stamp(created)} {line}"
         if self.priority_prefix:
-            prefix = f"<{_priority(record.levelno)}>"
+            prefix = f"<{_priority(levelno)}>"
             if "\n" in line:
                 return "\n".join(prefix + part for part in line.split("\n"))
             return prefix + line
         return line
 
-    def _stamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def _stamp(self, created: float) -> str:
+        second = int(created)
         cached = self._second
         if cached[0] != second:  # a tuple swap: threads racing here both compute the same value
             cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
             self._second = cached
-        return f"{cached[1]}.{int(record.msecs):03d}Z"
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
 def _is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
@@ -189,7 +212,106 @@ def _is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
 # -- handlers -------------------------------------------------------------------------------------------
 
 
-class _StreamHandler(logging.Handler):
+_batching = False
+_flush_due = threading.Event()
+_batching_handlers: list[_BatchingHandler] = []
+
+
+class _BatchingHandler(logging.Handler):
+    """Writes formatted lines; in batching mode (workers), INFO/DEBUG lines are collected and written
+    together every `BATCH_INTERVAL_S` or 64 KB, so ten processor threads logging ``done`` lines do
+    not queue on one write(2) each. WARNING and above are written at once, with what is pending
+    before them (order is kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        self._pending_size = 0
+        _batching_handlers.append(self)
+
+    def _write(self, text: str) -> None:
+        raise NotImplementedError
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._add(line, record.levelno)
+
+    def _add(self, line: str, levelno: int) -> None:
+        """Queue one formatted line; the caller holds the handler lock."""
+        self._pending.append(line + "\n")
+        self._pending_size += len(line) + 1
+        if _batching and levelno < logging.WARNING and self._pending_size < 65536:
+            if not _flush_due.is_set():
+                _flush_due.set()
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what is pending; the caller holds the handler lock."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        try:
+            self._write(text)
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._drain()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        if self in _batching_handlers:
+            _batching_handlers.remove(self)
+        super().close()
+
+
+BATCH_INTERVAL_S = 0.05
+
+
+def start_batching() -> None:
+    """Collect INFO/DEBUG lines and write them in batches (a worker calls this; its flusher is a
+    thread, so the single-threaded supervisor never does). `flush()` writes what is pending."""
+    global _batching
+    if _batching:
+        return
+    _batching = True
+    threading.Thread(target=_flush_loop, name="swarmd-log-flush", daemon=True).start()
+
+
+def _flush_loop() -> None:
+    while True:
+        _flush_due.wait()
+        time.sleep(BATCH_INTERVAL_S)
+        _flush_due.clear()
+        flush()
+
+
+def flush() -> None:
+    """Write every pending line now (a worker calls this before it exits)."""
+    for handler in list(_batching_handlers):
+        handler.flush()
+
+
+def _stop_batching_after_fork() -> None:
+    global _batching
+    _batching = False  # the flusher thread does not exist in a forked child
+
+
+os.register_at_fork(after_in_child=_stop_batching_after_fork)
+
+
+class _StreamHandler(_BatchingHandler):
     """Writes lines to a text stream; with no stream given, to whatever `sys.stderr` is at the time."""
 
     def __init__(self, stream: TextIO | None, formatter: logging.Formatter) -> None:
@@ -197,13 +319,10 @@ class _StreamHandler(logging.Handler):
         self.stream = stream
         self.setFormatter(formatter)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = self.stream if self.stream is not None else sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:
-            self.handleError(record)
+    def _write(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        stream.write(text)
+        stream.flush()
 
 
 def _open_logfile(path: str) -> int:
@@ -220,22 +339,24 @@ def _describe_open_error(path: str, exc: OSError) -> str:
     return f"logfile {path}: cannot open: {exc.strerror or exc}"
 
 
-class _FileHandler(logging.Handler):
-    """Appends lines to a file with one write(2) each (O_APPEND: safe across forked workers)."""
+class _FileHandler(_BatchingHandler):
+    """Appends lines to a file, each batch with one write(2) (O_APPEND: safe across forked workers)."""
 
     def __init__(self, path: str, formatter: logging.Formatter) -> None:
+        self._fd = -1
         super().__init__()
         self.path = os.path.abspath(path)  # a later chdir must not move the log
         try:
             self._fd = _open_logfile(self.path)
         except OSError as exc:
+            _batching_handlers.remove(self)
             raise ConfigError(_describe_open_error(self.path, exc)) from exc
         self._broken = False
         self.setFormatter(formatter)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def _write(self, text: str) -> None:
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            data = text.encode("utf-8", "backslashreplace")
             while data:
                 written = os.write(self._fd, data)
                 data = data[written:]
@@ -244,14 +365,13 @@ class _FileHandler(logging.Handler):
             if not self._broken:
                 self._broken = True
                 _emergency(f"swarmd: cannot write to logfile {self.path}: {exc}")
-        except Exception:
-            self.handleError(record)
 
     def reopen(self) -> None:
         """Open the path again (logrotate renamed the old file); keeps the old file on failure."""
         fd = _open_logfile(self.path)
         self.acquire()
         try:
+            self._drain()  # what is pending belongs to the old file
             old, self._fd = self._fd, fd
             self._broken = False
         finally:
@@ -259,6 +379,7 @@ class _FileHandler(logging.Handler):
         os.close(old)
 
     def close(self) -> None:
+        self.flush()
         self.acquire()
         try:
             if self._fd >= 0:
@@ -376,6 +497,40 @@ def _truncate(data: bytes, limit: int) -> bytes:
     return cut.decode("utf-8", "ignore").encode("utf-8") + marker  # never split a UTF-8 sequence
 
 
+# -- the per-job fast path ------------------------------------------------------------------------------
+
+_job_logger = logging.getLogger(LOGGER_NAME + ".job")
+_fast_handlers: list[_BatchingHandler] = []
+"""The installed handlers when all of them are swarmd's own line handlers (then `job_event` formats
+and queues a line without building a LogRecord); empty otherwise."""
+
+
+def job_event(levelno: int, job_class: str, jid: str, text: str) -> None:
+    """Log a job's ``start``/``done``/``fail`` line: the same line as through the logging module,
+    at a third of the cost (no LogRecord, no caller lookup), which matters at 10,000 jobs/s."""
+    if not _job_logger.isEnabledFor(levelno):
+        return
+    handlers = _fast_handlers
+    if not handlers or _job_logger.handlers or _job_logger.filters:
+        _job_logger.log(levelno, "%s", text, extra={"job_class": job_class, "jid": jid})
+        return
+    created = time.time()
+    pid = os.getpid()
+    thread = threading.get_ident()
+    levelname = logging.getLevelName(levelno)
+    for handler in handlers:
+        if levelno < handler.level:
+            continue
+        formatter = handler.formatter
+        assert isinstance(formatter, LineFormatter)
+        line = formatter.format_fields(created, levelno, levelname, pid, thread, job_class, jid, text)
+        handler.acquire()
+        try:
+            handler._add(line, levelno)
+        finally:
+            handler.release()
+
+
 # -- public API -----------------------------------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -427,6 +582,8 @@ def setup_logging(
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG if verbose else logging.INFO)
         logger.propagate = False
+        fast = [h for h in handlers if isinstance(h, _BatchingHandler)]
+        _fast_handlers[:] = fast if len(fast) == len(handlers) else []
 
 
 def reset_logging() -> None:
@@ -439,6 +596,7 @@ def reset_logging() -> None:
 
 
 def _uninstall(logger: logging.Logger) -> None:
+    _fast_handlers.clear()
     for handler in _installed:
         logger.removeHandler(handler)
         handler.close()

@@ -130,6 +130,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 class Job:
     """A decoded job: the raw bytes as they sit in Redis, and the hash."""
 
@@ -165,7 +168,7 @@ class Job:
 def decode(raw: bytes) -> Job:
     """Decode and check a job; any problem raises `DecodeError` with the reason."""
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = _decoder.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DecodeError(f"not JSON: {exc}"[:300]) from None
     if not isinstance(data, dict):

@@ -18,6 +18,7 @@ from swarmd import connection, payload, registry
 from swarmd.client import DELAYED
 from swarmd.errors import DecodeError
 from swarmd.fetch import Fetcher, RedisBackoff, Work
+from swarmd.logs import job_event
 from swarmd.retry import Retrier
 
 log = logging.getLogger("swarmd")
@@ -78,9 +79,8 @@ class Processor:
                 work, functools.partial(self.retrier.kill, work, None, "swarmd.DecodeError", str(exc))
             )
             return
-        extra = {"job_class": job.name, "jid": job.jid}
-        if job_log.isEnabledFor(logging.DEBUG):
-            job_log.debug("start", extra=extra)
+        name, jid = job.name, job.jid
+        job_event(logging.DEBUG, name, jid, "start")
         started = time.perf_counter()
         try:
             if job.name == DELAYED:
@@ -89,12 +89,12 @@ class Processor:
             else:
                 registry.lookup(job.name)(*job.args, **job.kwargs)
         except BaseException as exc:  # a job's failure, SystemExit included, never stops the worker
-            elapsed = time.perf_counter() - started
-            job_log.info("fail: %.3f sec", elapsed, extra=extra)
+            job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
+            extra = {"job_class": name, "jid": jid}
             job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
             self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
             return
-        job_log.info("done: %.3f sec", time.perf_counter() - started, extra=extra)
+        job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
         self.fetcher.ack(work)
 
     def _settle(self, work: Work, store: Callable[[], str]) -> None:

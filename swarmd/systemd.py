@@ -52,7 +52,7 @@ class _SdNotifier(sdnotify.SystemdNotifier):  # type: ignore[misc]  # sdnotify s
 
     def notify(self, state: str) -> None:
         """Send one datagram; raises OSError (the caller decides how loud to be)."""
-        data = state.encode("utf-8")
+        data = state.encode("utf-8", "replace")  # a lone surrogate must not raise
         if self.socket is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # CLOEXEC by default
             sock.settimeout(SEND_TIMEOUT_S)

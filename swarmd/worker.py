@@ -66,6 +66,7 @@ class Worker:
     def start(self) -> None:
         """Boot: raises `RedisUnavailable` or `BootError` with one clear line."""
         cfg = self.config
+        logs.start_batching()
         for spec in cfg.require:
             registry.import_require(spec)
         pool_size = cfg.concurrency + len(cfg.queues) + 4
@@ -273,7 +274,8 @@ class Worker:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
-        log.info("bye")
+            log.info("bye")
+            logs.flush()
         return int(ExitCode.OK)
 
     def _handle_signal(self, signum: int, deadline: float | None) -> float | None:
