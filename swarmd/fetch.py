@@ -36,6 +36,9 @@ from swarmd.keys import Keys
 log = logging.getLogger("swarmd")
 
 STATS_TTL = 5 * 365 * 24 * 3600
+CONNECTION_ERRORS = (connection.ConnectionError, connection.TimeoutError)
+"""Errors after which a command may or may not have run: the private list needs a reconcile."""
+MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
 
 
 class Work:
@@ -143,7 +146,7 @@ class Fetcher:
     def _lead(self) -> None:
         """Fetch (and ack) in one round trip for every idle processor. Called holding the lock."""
         self._fetching = True
-        want, acks = self._idle, self._acks
+        want, acks = min(self._idle, MAX_BATCH), self._acks
         self._acks = []
         self._cond.release()
         got: list[Work] = []
@@ -156,7 +159,7 @@ class Fetcher:
         except connection.RedisError as exc:
             # Connection errors may hide a fetch that happened: reconcile. Other errors (OOM,
             # READONLY during a failover) changed nothing: just back off.
-            self._reconcile_needed |= isinstance(exc, connection.ConnectionError | connection.TimeoutError)
+            self._reconcile_needed |= isinstance(exc, CONNECTION_ERRORS)
             self._backoff.failed(exc, self._stop)
         finally:
             self._cond.acquire()
@@ -167,6 +170,16 @@ class Fetcher:
             self._acks.extend(acks)  # the ack may not have happened: send it again (LREM is idempotent)
         for work in got:
             self._held[work.raw] += 1
+        if self._quiet and got:
+            # quiet() ran while this fetch was on its way: these jobs go straight back.
+            self._cond.release()
+            try:
+                self.push_back(got)
+            except connection.RedisError as exc:  # they stay in the private list: drained at stop
+                log.warning("quiet: could not push back %d job(s) yet: %s", len(got), exc)
+            finally:
+                self._cond.acquire()
+            return
         self._buffer.extend(got)
         if not got:
             self._dry = True
@@ -211,10 +224,12 @@ class Fetcher:
             return
         try:
             self._fetch(0, acks)
-        except (connection.ConnectionError, connection.TimeoutError) as exc:
+        except connection.RedisError as exc:
             with self._cond:
                 self._acks.extend(acks)
-                self._reconcile_needed = True
+                self._reconcile_needed |= isinstance(
+                    exc, connection.ConnectionError | connection.TimeoutError
+                )
             log.warning("ack: Redis error, will retry: %s", exc)
             return
         with self._cond:
@@ -256,9 +271,9 @@ class Fetcher:
                     self.redis.blmove(key, self.inflight, self.fetch_timeout, "RIGHT", "LEFT"),  # type: ignore[arg-type]
                 )
                 backoff.ok()
-            except (connection.ConnectionError, connection.TimeoutError) as exc:
+            except connection.RedisError as exc:
                 with self._cond:
-                    self._reconcile_needed = True
+                    self._reconcile_needed |= isinstance(exc, CONNECTION_ERRORS)
                 backoff.failed(exc, self._stop)
             finally:
                 with self._cond:
