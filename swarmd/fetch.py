@@ -130,6 +130,9 @@ class Fetcher:
         """The next job for a processor, or None once the worker is quiet."""
         with self._cond:
             self._idle += 1
+            # A processor that just became free tries one batch fetch (carrying pending acks) before
+            # anyone blocks: jobs may have arrived while every processor was busy.
+            self._dry = False
             try:
                 while True:
                     if self._quiet:
@@ -184,8 +187,11 @@ class Fetcher:
         if not got:
             self._dry = True
             self._cond.notify_all()  # waiters start blocking
-        elif len(got) > 1:
-            self._cond.notify(len(got) - 1)
+        else:
+            # Wake a processor for each job beyond the one this thread takes, plus one more when the
+            # fetch was full: the queue may hold more, and processors that arrived meanwhile must
+            # not sleep beside a non-empty queue.
+            self._cond.notify(len(got) - 1 + (len(got) == want))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
         names = self._order()
@@ -206,10 +212,9 @@ class Fetcher:
     def ack(self, work: Work) -> None:
         """The job succeeded: remove it from the private list with the next fetch (or flush)."""
         with self._cond:
-            self._acks.append(work.raw)
             # This processor calls get() next and, finding the buffer empty, leads a fetch that
             # carries this ack: no thread needs waking.
-            self._dry = False
+            self._acks.append(work.raw)
 
     def release(self, work: Work) -> None:
         """The job left the private list through another script (retry, dead, pushback)."""
