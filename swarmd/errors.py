@@ -8,6 +8,7 @@ Exception tree::
     │                         raised before any Redis call)
     ├── DecodeError           a job read from Redis cannot be decoded (it goes to `dead` unchanged)
     ├── UnknownJob            no job function is registered under that name (a failure: retried)
+    │   └── DelayRefused      a delayed call outside ``delay_allow`` (refused: straight to `dead`)
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
@@ -52,6 +53,10 @@ class DecodeError(SwarmdError):
 
 class UnknownJob(SwarmdError):
     """No job function is registered under the job's `class` name."""
+
+
+class DelayRefused(UnknownJob):
+    """A `swarmd.delay` call names a function outside ``delay_allow``: refused, straight to `dead`."""
 
 
 class RedisUnavailable(SwarmdError):

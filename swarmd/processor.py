@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from swarmd import connection, payload, registry
 from swarmd.client import DELAYED
-from swarmd.errors import DecodeError
+from swarmd.errors import DecodeError, DelayRefused
 from swarmd.fetch import Fetcher, RedisBackoff, Work
 from swarmd.logs import job_event
 from swarmd.retry import Retrier
@@ -88,6 +88,12 @@ class Processor:
                 func(*job.args[1:], **job.kwargs)
             else:
                 registry.lookup(job.name)(*job.args, **job.kwargs)
+        except DelayRefused as exc:
+            log.error("%s; moved to dead", exc, extra={"job_class": name, "jid": jid})
+            self._settle(
+                work, functools.partial(self.retrier.kill, work, job.data, "swarmd.DelayRefused", str(exc))
+            )
+            return
         except BaseException as exc:  # a job's failure, SystemExit included, never stops the worker
             job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
             extra = {"job_class": name, "jid": jid}

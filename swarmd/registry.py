@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from swarmd.client import DELAYED, Client, default_client, interval_to_epoch, when_to_epoch
-from swarmd.errors import BootError, UnknownJob
+from swarmd.errors import BootError, DelayRefused, UnknownJob
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,10 +130,10 @@ def registered() -> Mapping[str, JobFunction[Any, Any]]:
 def resolve_delayed(target: object, allow: Sequence[str]) -> Callable[..., Any]:
     """The function of a `swarmd.delay` call, if its module is allowed by ``delay_allow``."""
     if not isinstance(target, str) or ":" not in target:
-        raise UnknownJob(f"{DELAYED}: first argument must be 'module:qualname', got {target!r:.80}")
+        raise DelayRefused(f"{DELAYED}: first argument must be 'module:qualname', got {target!r:.80}")
     module, qualname = target.split(":", 1)
     if not any(module == p or module.startswith(p.rstrip(".") + ".") for p in allow):
-        raise UnknownJob(f"{DELAYED}: module {module!r} is not in delay_allow {list(allow)}")
+        raise DelayRefused(f"{DELAYED}: module {module!r} is not in delay_allow {list(allow)}")
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
