@@ -75,14 +75,17 @@ def check_server(client: redis.Redis, url: str) -> tuple[int, ...]:
         )
     try:
         reply: dict[Any, Any] = client.config_get("maxmemory-policy")
-        policy = reply.get(b"maxmemory-policy", b"noeviction")
     except redis.RedisError:  # CONFIG may be forbidden by ACLs: nothing to check then
-        policy = b"noeviction"
-    if policy != b"noeviction":
+        reply = {}
+    # redis-py returns CONFIG GET as str even with decode_responses=False; accept bytes too.
+    policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy", "noeviction"))
+    if isinstance(policy, bytes):
+        policy = policy.decode(errors="replace")
+    if policy != "noeviction":
         log.warning(
             "Redis maxmemory-policy is %s: Redis may evict queues, and evicted jobs are lost; "
             "set maxmemory-policy noeviction",
-            policy.decode(errors="replace"),
+            policy,
         )
     return version
 
