@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from swarmd import logs
-from swarmd.config import Config, SyslogConfig, load_config, parse_queue
+from swarmd.config import Config, load_config, parse_queue
 from swarmd.errors import ConfigError, ExitCode, SwarmdError
 from swarmd.heartbeat import VERSION
 
@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         except ConfigError as exc:
             raise ConfigError(f"--queue: {exc}") from None
     if args.syslog is not None:
-        overrides["syslog"] = SyslogConfig() if args.syslog is True else SyslogConfig(ident=args.syslog)
+        overrides["syslog"] = args.syslog  # True or an ident; the file's facility and address are kept
     return load_config(args.config, args.environment, overrides)
 
 
@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from swarmd.supervisor import run  # imported late: `swarmd --version` stays fast
 
     try:
-        code = run(config)
+        # HUP re-reads the config file with the same flags (a broken one is rejected by the supervisor).
+        code = run(config, reload=lambda: config_from_args(args))
     except SwarmdError as exc:
         log.error("%s", exc)
         code = int(exc.exit_code)

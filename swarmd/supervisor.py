@@ -1,18 +1,979 @@
-"""The supervisor (placeholder until the swarm lands): pidfile, then one worker in the foreground."""
+"""The supervisor: forks `processes` workers, watches them, replaces them, and speaks for the swarm.
+
+Two halves (ARCHITECTURE "supervisor"; research notes supervisors.md §6):
+
+- `Supervisor`, the state machine. It decides, and acts only through what it is given: ``spawn`` (a
+  worker for a slot), ``kill``, ``recover`` (push a dead worker's in-flight list back), a
+  `systemd.Notifier`, a clock. It is fed events: `message` (a line from a worker's control pipe),
+  `exited` (a reaped pid), `signal`, and `tick`. Unit tests drive it with fakes, without fork.
+- `run()`, the I/O: Redis check, pidfile, preload, one single-threaded `selectors` loop over the
+  `signal.set_wakeup_fd` pipe and the workers' control pipes, `os.fork()`, `waitpid`, the title.
+
+Pipes. Each worker writes lines to its own control pipe: ``booted`` once it has reached Redis and
+started its processors, then ``beat <busy>`` at every housekeeping tick (at least every second). The
+supervisor uses them for readiness, STATUS, titles and the `heartbeat_timeout` check. All workers hold
+the read end of one "alive" pipe whose only write end is the supervisor's: EOF there means the
+supervisor is gone, and workers stop at once, pushing their jobs back (no polling of ``getppid``).
+
+Exits (research notes §6.5): a worker that fails to boot before the first READY=1 (or any crash loop:
+more than `crash_limit` crashes within `crash_window`) stops the swarm with exit 70 (69 if the worker
+could not reach Redis), after STOPPING=1, and lets systemd's start limits decide. After READY, a
+crash is replaced after a per-slot exponential backoff (0.1 s doubling to 30 s, ±20 % jitter, reset
+once the worker had been up for 60 s); a clean exit (0) is replaced at once. Workers retired on
+purpose (reload, memory, stop) are replaced by a rolling step before they are told to stop, so their
+exit needs no replacement.
+
+No job is lost when any process dies (SPEC 3.3), because a job lives in Redis, never only in a
+process: in its queue, or in the private in-flight list of the worker that fetched it (see
+`swarmd.fetch`). When a worker dies, however it dies, the supervisor reaps it and calls
+`recovery.recover_worker(force=True)` for its identity right away, so its in-flight jobs are back in
+their queues within a loop iteration; if Redis is unreachable at that moment it retries every second,
+and failing that, any worker recovers the list once the dead worker's liveness key expires. When the
+supervisor itself dies, its workers read EOF on the alive pipe and push their jobs back; if they are
+killed too, the liveness keys expire and the next swarm's workers recover the lists at boot.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import gc
+import logging
+import os
+import random
+import selectors
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import setproctitle
+
+from swarmd import connection, logs, recovery, registry, systemd
 from swarmd.config import Config
+from swarmd.errors import BootError, ExitCode
+from swarmd.heartbeat import VERSION, new_identity, read_rss_kb
+from swarmd.keys import Keys
 from swarmd.pidfile import PidFile
 from swarmd.worker import Worker
 
+__all__ = ["Child", "Phase", "Slot", "Supervisor", "read_memory_kb", "run"]
 
-def run(config: Config) -> int:
+log = logging.getLogger("swarmd")
+
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a worker up this long resets its slot's backoff
+MEMORY_SAMPLES = 3  # samples in a row above max_memory_mb before a worker is replaced
+ABORT_GRACE_S = 2.0  # after SIGABRT (stack dump), SIGKILL if the worker is still there
+HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with the first
+RECOVERY_RETRY_S = 1.0
+RECOVERY_TRIES = 30
+EXTEND_EVERY_S = 2.0
+
+# Signals the supervisor handles; all of them wake the loop through the wakeup fd.
+HANDLED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
+
+Spawn = Callable[[int, Config], tuple[int, str]]
+"""Start a worker for slot ``index`` with ``config``; return its pid and identity (raises OSError)."""
+Recover = Callable[[str, Config], bool]
+"""Push a dead worker's in-flight jobs back; False if Redis could not be reached (retried later)."""
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # forking the first workers; READY=1 not sent yet
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+@dataclass(eq=False)
+class Slot:
+    """One of the `processes` places in the swarm; its worker changes over time."""
+
+    index: int
+    worker: Child | None = None
+    incoming: Child | None = None  # the worker's replacement while a rolling step is under way
+    crashes: int = 0  # crashes in a row: the backoff exponent
+    respawn_at: float | None = None  # when to start a worker for an empty slot
+    retry_at: float | None = None  # a failed rolling step is not retried before this
+    replace: str | None = None  # why the worker should be replaced by a rolling step (memory)
+
+
+@dataclass(eq=False)
+class Child:
+    """A forked worker, from spawn until it is reaped."""
+
+    pid: int
+    identity: str
+    slot: Slot
+    config: Config
+    generation: int
+    started: float
+    last_seen: float
+    booted_at: float | None = None
+    busy: int = 0
+    retiring: bool = False  # told to stop: its exit is expected, and it is not replaced
+    kill_at: float | None = None  # SIGKILL if still alive then (stop deadline, or after SIGABRT)
+    hurry_at: float | None = None  # send a second TERM then (fast stop)
+    aborted: bool = False  # got SIGABRT for being hung
+    mem_over: int = 0  # memory samples in a row above max_memory_mb
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.slot.index + 1} (pid {self.pid})"
+
+
+def describe_exit(code: int) -> str:
+    """``os.waitstatus_to_exitcode`` result -> words (negative = killed by that signal)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"was killed by {name}"
+
+
+def read_memory_kb(pid: int) -> int | None:
+    """A worker's proportional set size in KB (RSS if PSS is unavailable); None if it is gone.
+
+    PSS, not RSS: after fork (and more so with ``preload``) workers share pages with the supervisor
+    copy-on-write, and RSS would charge every shared page to every worker (research notes §6.6).
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return read_rss_kb(pid) or None
+
+
+def _noop() -> None:
+    pass
+
+
+class Supervisor:
+    """The swarm's state machine (see the module docstring); single-threaded, driven by `run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        spawn: Spawn,
+        kill: Callable[[int, int], None],
+        recover: Recover,
+        notifier: systemd.Notifier,
+        clock: Callable[[], float] = time.monotonic,
+        reload: Callable[[], Config] | None = None,
+        memory_kb: Callable[[int], int | None] = read_memory_kb,
+        set_title: Callable[[str], None] = lambda title: None,
+        reopen_logs: Callable[[], None] = _noop,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._spawn_fn = spawn
+        self._kill_fn = kill
+        self._recover_fn = recover
+        self.notifier = notifier
+        self._clock = clock
+        self._reload_fn = reload
+        self._memory_kb = memory_kb
+        self._set_title = set_title
+        self._reopen_logs = reopen_logs
+        self._rand = rand
+        self.phase = Phase.STARTING
+        self.generation = 1  # bumped by each reload; older workers are replaced one at a time
+        self.slots = [Slot(i) for i in range(config.processes)]
+        self.children: dict[int, Child] = {}
+        self.reloading = False
+        self.quiet = False
+        self.stop_code = int(ExitCode.OK)
+        self._reload_notified = False
+        self._rollback: tuple[Config, int] | None = None  # config to go back to if a reload fails
+        self._crash_times: deque[float] = deque()
+        self._pending_recovery: list[tuple[str, Config, float, int]] = []  # identity, config, when, tries
+        now = clock()
+        self._last_tick = now
+        self._next_memory = now + config.memory_check_interval
+        self._watchdog_s = notifier.watchdog_interval()
+        self._next_watchdog = now
+        self._next_extend = now
+        self._published: tuple[str, str, float] = ("", "", -1e9)  # coarse part, text, when
+        self._publish_at: float | None = None
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the swarm is stopping and every worker has been reaped: `run` returns `stop_code`."""
+        return self.phase is Phase.STOPPING and not self.children
+
+    def up(self) -> int:
+        return sum(
+            1 for s in self.slots if s.worker and s.worker.booted_at is not None and not s.worker.retiring
+        )
+
+    def counts(self) -> str:
+        n = self.config.processes
+        busy = sum(c.busy for c in self.children.values())
+        return f"{min(self.up(), n)} of {n} up, {busy} of {n * self.config.concurrency} busy"
+
+    def status_text(self) -> str:
+        """``4 of 4 up, 13 of 100 busy`` plus `` reloading``/`` stopping``: STATUS= (SPEC 1.10)."""
+        return self.counts() + self._state_suffix()
+
+    def _state_suffix(self) -> str:
+        if self.phase is Phase.STOPPING or self.quiet:
+            return " stopping"  # quiet is the first half of stopping, as in Sidekiq's titles
+        return " reloading" if self.reloading else ""
+
+    def title(self) -> str:
+        """``swarmd 0.1.0 myapp supervisor [4 of 4 up, 13 of 100 busy]`` (SPEC 1.9)."""
+        return f"swarmd {VERSION} {self.config.tag} supervisor [{self.counts()}]{self._state_suffix()}"
+
+    # -- events ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        now = self._clock()
+        log.info(
+            "swarmd %s starting %d worker(s) of concurrency %d (pid %d)",
+            VERSION,
+            self.config.processes,
+            self.config.concurrency,
+            os.getpid(),
+        )
+        for slot in self.slots:
+            self._spawn(slot, now)
+        self._publish(now, force=True)
+
+    def message(self, pid: int, line: str) -> None:
+        """A line from worker ``pid``'s control pipe."""
+        child = self.children.get(pid)
+        if child is None:
+            return
+        now = self._clock()
+        child.last_seen = now
+        if line == "booted":
+            self._booted(child, now)
+        elif line.startswith("beat "):
+            with contextlib.suppress(ValueError):
+                child.busy = int(line[5:])
+        else:
+            log.debug("%s sent an unknown line %r", child.name, line)
+
+    def exited(self, pid: int, status: int) -> None:
+        """``waitpid`` reported ``pid`` with wait status ``status``."""
+        child = self.children.pop(pid, None)
+        if child is None:
+            return  # not ours (swarmd as PID 1 in a container adopts orphans): reaped, ignored
+        now = self._clock()
+        code = os.waitstatus_to_exitcode(status)
+        how = describe_exit(code)
+        # Its jobs go back first, whatever happens next: the process is gone, its list is not.
+        self._recover(child.identity, child.config, now)
+        slot = child.slot
+        if slot.worker is child:
+            slot.worker = None
+        if child.retiring or self.phase is Phase.STOPPING:
+            level = logging.INFO if code in (0, -signal.SIGTERM) else logging.WARNING
+            log.log(level, "%s %s", child.name, how)
+            if slot.incoming is child:
+                slot.incoming = None
+            return
+        if slot.incoming is child:
+            slot.incoming = None
+            self._replacement_failed(slot, child, how, now)
+            return
+        boot_failure = code in (ExitCode.UNAVAILABLE, ExitCode.SOFTWARE) or child.aborted
+        if child.booted_at is None and self.phase is Phase.STARTING and boot_failure:
+            # Exit 70 (BootError: the import of `require` failed), 69 (Redis) or a boot timeout. Any
+            # other death before "booted" (a poison job fetched at once, the OOM killer) is a crash.
+            code = int(ExitCode.UNAVAILABLE) if code == ExitCode.UNAVAILABLE else int(ExitCode.SOFTWARE)
+            log.error(
+                "%s %s before it booted (its error is logged above); stopping the swarm", child.name, how
+            )
+            self._stop(now, code=code, fast=True)
+            return
+        if child.booted_at is not None and code == 0 and not child.aborted:
+            log.info("%s %s; starting a new one", child.name, how)  # e.g. Stop from the Web UI
+            if slot.incoming is None:
+                slot.respawn_at = now
+            return
+        if code == -signal.SIGKILL and not child.aborted:
+            how += " (perhaps out of memory?)"
+        # A worker that could not reach Redis at boot is not a crash loop: the swarm waits a Redis
+        # outage out with backoff instead of exiting and leaving it to systemd's start limits.
+        self._crashed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
+
+    def signal(self, signum: int) -> None:
+        """A signal the supervisor received (read from the wakeup fd); logging is safe here."""
+        now = self._clock()
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self.phase is Phase.STOPPING:
+                log.info("got %s again: stopping now; running jobs go back to their queues", name)
+                self._hurry(now, at_once=True)
+            else:
+                log.info("got %s: stopping (timeout %.0f s)", name, self.config.timeout)
+                self._stop(now, code=self.stop_code, fast=False)
+        elif signum == signal.SIGTSTP:
+            log.info("got TSTP: workers stop fetching new jobs")
+            self.quiet = True
+            self._forward(signal.SIGTSTP)
+        elif signum == signal.SIGHUP:
+            self._reload(now)
+        elif signum == signal.SIGUSR1:
+            self._reopen_logs()
+            log.info("got USR1: log files reopened")
+            self._forward(signal.SIGUSR1)
+        elif signum == signal.SIGTTIN:
+            log.info("got TTIN: every worker logs its threads' stacks")
+            self._forward(signal.SIGTTIN)
+        # SIGCHLD only wakes the loop: `run` reaps after every wakeup anyway.
+        self._publish(now)
+
+    def tick(self) -> float:
+        """Act on every timer that is due; return the seconds until the next one (at most 1)."""
+        now = self._clock()
+        self._check_stall(now)
+        self._check_kill_deadlines(now)
+        if self.phase is not Phase.STOPPING:
+            self._check_liveness(now)
+            self._check_memory(now)
+            self._respawn_due(now)
+            self._check_ready(now)
+            self._roll(now)
+        self._retry_recoveries(now)
+        self._systemd(now)
+        self._publish(now)
+        self._last_tick = now
+        return self._next_wakeup(now)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _spawn(self, slot: Slot, now: float, *, incoming: bool = False) -> Child | None:
+        try:
+            pid, identity = self._spawn_fn(slot.index, self.config)
+        except OSError as exc:  # EAGAIN/ENOMEM from fork: try again later, like a crash
+            log.error("cannot start worker %d: %s", slot.index + 1, exc)
+            if incoming:
+                slot.retry_at = now + self._backoff(slot)
+            else:
+                slot.respawn_at = now + self._backoff(slot)
+            return None
+        child = Child(pid, identity, slot, self.config, self.generation, started=now, last_seen=now)
+        self.children[pid] = child
+        slot.respawn_at = None
+        if incoming:
+            slot.incoming = child
+        else:
+            slot.worker = child
+        log.debug("%s started: %s", child.name, identity)
+        return child
+
+    def _booted(self, child: Child, now: float) -> None:
+        if child.booted_at is not None:
+            return
+        child.booted_at = now
+        if self.phase is Phase.STOPPING or child.retiring:
+            return
+        if self.quiet:  # a worker started after TSTP must not fetch either
+            self._kill(child.pid, signal.SIGTSTP)
+        slot = child.slot
+        if slot.incoming is child:
+            old, slot.worker, slot.incoming = slot.worker, child, None
+            slot.replace, slot.retry_at = None, None
+            if old is not None:
+                # Only now, with its replacement serving, is the old worker told to stop: no capacity
+                # gap. It finishes or pushes back its jobs itself (SPEC 1.6).
+                log.info("%s booted; stopping %s", child.name, old.name)
+                self._retire(old, now)
+
+    def _retire(self, child: Child, now: float) -> None:
+        if child.retiring:
+            return
+        child.retiring = True
+        child.kill_at = now + child.config.timeout + self._grace(child.config)
+        self._kill(child.pid, signal.SIGTERM)
+
+    @staticmethod
+    def _grace(config: Config) -> float:
+        # After `timeout`, a worker still joins its fetch threads (<= fetch_timeout) and pushes its
+        # unfinished jobs back; then it gets SIGKILL (and its list is recovered by us).
+        return config.fetch_timeout + 3.0
+
+    def _crashed(self, slot: Slot, child: Child, how: str, now: float, *, counts: bool = True) -> None:
+        if child.booted_at is not None and now - child.booted_at >= STABLE_AFTER_S:
+            slot.crashes = 0
+        if counts and self._count_crash(now):
+            return
+        delay = self._backoff(slot)
+        when = "before it booted" if child.booted_at is None else f"after {now - child.started:.1f} s"
+        log.error("%s %s %s; starting a new one in %.1f s", child.name, how, when, delay)
+        if slot.incoming is None:
+            slot.respawn_at = now + delay
+
+    def _count_crash(self, now: float) -> bool:
+        """Record a crash; True if that makes a crash loop (the swarm is then stopping with 70)."""
+        self._crash_times.append(now)
+        while self._crash_times and self._crash_times[0] < now - self.config.crash_window:
+            self._crash_times.popleft()
+        if len(self._crash_times) <= self.config.crash_limit:
+            return False
+        log.error(
+            "crash loop: %d worker crashes within %.0f s (crash_limit %d); stopping the swarm",
+            len(self._crash_times),
+            self.config.crash_window,
+            self.config.crash_limit,
+        )
+        self._stop(now, code=int(ExitCode.SOFTWARE), fast=True)
+        return True
+
+    def _backoff(self, slot: Slot) -> float:
+        slot.crashes += 1
+        delay = BACKOFF_BASE_S * 2.0 ** min(slot.crashes - 1, 20) * (0.8 + 0.4 * self._rand())
+        return min(delay, BACKOFF_MAX_S)
+
+    def _replacement_failed(self, slot: Slot, child: Child, how: str, now: float) -> None:
+        """A rolling step's new worker died before it booted: the old one keeps serving."""
+        log.error("%s (a replacement) %s before it booted; the old worker keeps running", child.name, how)
+        if self._count_crash(now):
+            return
+        delay = self._backoff(slot)
+        if slot.worker is None:  # the old one died meanwhile: an ordinary respawn
+            slot.respawn_at = now + delay
+        elif self.reloading and child.generation == self.generation:
+            self._abort_reload(f"new worker {how} before it booted", now)
+        else:
+            slot.retry_at = now + delay
+
+    def _kill(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # exited, not reaped yet: the loop reaps it
+            self._kill_fn(pid, sig)
+
+    def _forward(self, sig: int) -> None:
+        for child in list(self.children.values()):
+            self._kill(child.pid, sig)
+
+    def _recover(self, identity: str, config: Config, now: float) -> None:
+        if not self._recover_fn(identity, config):
+            self._pending_recovery.append((identity, config, now + RECOVERY_RETRY_S, 1))
+
+    def _retry_recoveries(self, now: float) -> None:
+        pending, self._pending_recovery = self._pending_recovery, []
+        for identity, config, when, tries in pending:
+            if when > now:
+                self._pending_recovery.append((identity, config, when, tries))
+            elif not self._recover_fn(identity, config):
+                if tries < RECOVERY_TRIES:
+                    self._pending_recovery.append((identity, config, now + RECOVERY_RETRY_S, tries + 1))
+                else:  # the liveness key expires meanwhile: any worker recovers the list then
+                    log.error("gave up recovering the in-flight jobs of %s; workers will do it", identity)
+
+    # -- timers ----------------------------------------------------------------------------------
+    def _check_stall(self, now: float) -> None:
+        # The beats of a supervisor that was stopped or starved wait in the pipes and were read just
+        # now; but do not kill a worker for a silence that was the supervisor's own.
+        stalled = now - self._last_tick
+        if stalled > max(2.0, self.config.heartbeat_timeout / 2):
+            log.warning("supervisor loop stalled for %.1f s; worker silence before now is forgiven", stalled)
+            for child in self.children.values():
+                child.last_seen = max(child.last_seen, now)
+                if child.booted_at is None:
+                    child.started = max(child.started, now - stalled / 2)
+
+    def _check_kill_deadlines(self, now: float) -> None:
+        for child in list(self.children.values()):
+            if child.hurry_at is not None and now >= child.hurry_at:
+                child.hurry_at = None
+                self._kill(child.pid, signal.SIGTERM)
+            if child.kill_at is not None and now >= child.kill_at:
+                child.kill_at = None
+                log.warning("%s is still running: SIGKILL (its jobs go back to their queues)", child.name)
+                self._kill(child.pid, signal.SIGKILL)
+
+    def _check_liveness(self, now: float) -> None:
+        cfg = self.config
+        for child in list(self.children.values()):
+            if child.retiring or child.aborted:
+                continue
+            if child.booted_at is None:
+                if now - child.started > cfg.boot_timeout:
+                    self._abort(child, f"did not boot within {cfg.boot_timeout:g} s", now)
+            elif now - child.last_seen > cfg.heartbeat_timeout:
+                silent = now - child.last_seen
+                self._abort(
+                    child, f"was silent for {silent:.1f} s (heartbeat_timeout {cfg.heartbeat_timeout:g})", now
+                )
+
+    def _abort(self, child: Child, why: str, now: float) -> None:
+        log.error("%s %s: SIGABRT (its threads' stacks follow), then SIGKILL", child.name, why)
+        child.aborted = True
+        child.kill_at = now + ABORT_GRACE_S
+        self._kill(child.pid, signal.SIGABRT)
+        self._kill(child.pid, signal.SIGCONT)  # a stopped worker must run to dump its stacks and die
+
+    def _check_memory(self, now: float) -> None:
+        limit_mb = self.config.max_memory_mb
+        if not limit_mb or now < self._next_memory:
+            return
+        self._next_memory = now + self.config.memory_check_interval
+        for slot in self.slots:
+            child = slot.worker
+            if child is None or child.booted_at is None or child.retiring or slot.replace or slot.incoming:
+                continue
+            kb = self._memory_kb(child.pid)
+            if kb is None:
+                continue
+            child.mem_over = child.mem_over + 1 if kb > limit_mb * 1024 else 0
+            if child.mem_over >= MEMORY_SAMPLES:
+                log.warning(
+                    "%s uses %d MB, above max_memory_mb %d for %d samples in a row: replacing it",
+                    child.name,
+                    kb // 1024,
+                    limit_mb,
+                    child.mem_over,
+                )
+                slot.replace = f"memory {kb // 1024} MB > max_memory_mb {limit_mb}"
+
+    def _respawn_due(self, now: float) -> None:
+        for slot in self.slots[: self.config.processes]:
+            due = slot.respawn_at is not None and now >= slot.respawn_at
+            if due and slot.worker is None and slot.incoming is None:
+                self._spawn(slot, now)
+
+    def _check_ready(self, now: float) -> None:
+        if self.phase is not Phase.STARTING:
+            return
+        if all(s.worker and s.worker.booted_at is not None for s in self.slots):
+            self.phase = Phase.RUNNING
+            log.info("all %d worker(s) booted: ready", len(self.slots))
+            self.notifier.ready(status=self.status_text())
+
+    def _roll(self, now: float) -> None:
+        """One rolling step at a time: start the replacement of a worker that runs an older config (or
+        is over its memory limit); `_booted` retires the old one once the new one has booted."""
+        if self.phase is not Phase.RUNNING or any(s.incoming for s in self.slots):
+            return
+        n = self.config.processes
+        for slot in self.slots[:n]:
+            child = slot.worker
+            if child is None or child.booted_at is None or child.retiring:
+                continue
+            why = slot.replace or ("reload" if child.generation < self.generation else None)
+            if why and (slot.retry_at is None or now >= slot.retry_at):
+                log.info("replacing %s (%s)", child.name, why)
+                self._spawn(slot, now, incoming=True)
+                return
+        if len(self.slots) > n:  # a reload lowered `processes`: retire the surplus last
+            for slot in self.slots[n:]:
+                for child in (slot.worker, slot.incoming):
+                    if child is not None:
+                        self._retire(child, now)
+            del self.slots[n:]
+        if self.reloading and all(
+            s.worker and s.worker.booted_at is not None and s.worker.generation >= self.generation
+            for s in self.slots
+        ):
+            self.reloading = False
+            self._rollback = None
+            log.info("reload done: %d worker(s) replaced one at a time", n)
+            if self._reload_notified:
+                self.notifier.ready(status=self.status_text())
+
+    def _retire_all(self, now: float) -> None:
+        for slot in self.slots:
+            slot.respawn_at = slot.retry_at = None
+        for child in list(self.children.values()):
+            self._retire(child, now)
+
+    def _stop(self, now: float, *, code: int, fast: bool) -> None:
+        if self.phase is Phase.STOPPING:
+            return
+        self.phase = Phase.STOPPING
+        self.reloading = False
+        self.stop_code = code
+        self.notifier.stopping(status=self.status_text())
+        self._retire_all(now)
+        if fast:
+            self._hurry(now, at_once=False)
+        self._publish(now, force=True)
+
+    def _hurry(self, now: float, *, at_once: bool) -> None:
+        """A second TERM to every worker: it stops waiting for its jobs and pushes them back."""
+        for child in self.children.values():
+            if at_once:
+                self._kill(child.pid, signal.SIGTERM)
+            else:  # two TERMs sent together would merge into one pending signal
+                child.hurry_at = now + HURRY_AFTER_S
+            deadline = now + HURRY_AFTER_S + self._grace(child.config)
+            child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+
+    # -- reload ----------------------------------------------------------------------------------
+    def _reload(self, now: float) -> None:
+        if self.phase is Phase.STOPPING:
+            log.info("got HUP while stopping: ignored")
+            return
+        log.info("got HUP: reloading the config, then replacing workers one at a time")
+        self._reload_notified = self.phase is Phase.RUNNING
+        if self._reload_notified:
+            self.notifier.reloading(status="reloading")
+        old = self.config
+        try:
+            new = self._reload_fn() if self._reload_fn is not None else old
+        except Exception as exc:  # a broken config changes nothing
+            log.error("reload failed, nothing changed: %s", exc)
+            if self._reload_notified:
+                self.notifier.ready(status=f"reload failed: {exc}")
+            return
+        changed = [
+            name
+            for name in ("logfile", "syslog", "pidfile", "preload")
+            if getattr(old, name) != getattr(new, name)
+        ]
+        if changed:
+            log.warning("reload: %s take(s) effect at the next restart", ", ".join(changed))
+        if old.preload:
+            log.warning("reload: preload is on, so new workers run the code loaded at start")
+        if new.verbose != old.verbose:
+            logging.getLogger("swarmd").setLevel(logging.DEBUG if new.verbose else logging.INFO)
+        if self._rollback is None:
+            self._rollback = (old, self.generation)
+        self.config = new
+        self.generation += 1
+        self.reloading = True
+        for index in range(len(self.slots), new.processes):
+            self.slots.append(Slot(index, respawn_at=now))
+        self._publish(now, force=True)
+
+    def _abort_reload(self, why: str, now: float) -> None:
+        log.error("reload aborted (%s): the remaining workers keep the previous config", why)
+        if self._rollback is not None:
+            self.config = self._rollback[0]
+            self._rollback = None
+        # Accept the mix as it is: workers already replaced stay; nobody else is replaced.
+        self.generation += 1
+        for child in self.children.values():
+            child.generation = self.generation
+        self.reloading = False
+        for index in range(len(self.slots), self.config.processes):
+            self.slots.append(Slot(index, respawn_at=now))
+        if self._reload_notified:
+            self.notifier.ready(status=f"reload failed: {why}")
+
+    # -- systemd, title --------------------------------------------------------------------------
+    def _systemd(self, now: float) -> None:
+        if self._watchdog_s is not None and now >= self._next_watchdog:
+            # From the loop, not a thread: a wedged loop stops the pings, and systemd acts.
+            self.notifier.watchdog()
+            self._next_watchdog = now + self._watchdog_s
+        if self.phase is Phase.STOPPING and self.children and now >= self._next_extend:
+            # EXTEND_TIMEOUT_USEC never shortens TimeoutStopSec; it only matters once that has
+            # passed, so it is sent all along the drain rather than guessing systemd's timeout.
+            latest = max((c.kill_at or now) for c in self.children.values())
+            self.notifier.extend_timeout(latest - now + 5.0)
+            self._next_extend = now + EXTEND_EVERY_S
+
+    def _publish(self, now: float, *, force: bool = False) -> None:
+        """STATUS= and the title, on change; busy-count-only changes at most once a second."""
+        text = self.status_text()
+        coarse = f"{self.up()}{self._state_suffix()}{self.config.processes}"
+        last_coarse, last_text, last_at = self._published
+        if text == last_text:
+            self._publish_at = None
+            return
+        if not force and coarse == last_coarse and now - last_at < 1.0:
+            self._publish_at = last_at + 1.0
+            return
+        self._published = (coarse, text, now)
+        self._publish_at = None
+        self.notifier.status(text)
+        self._set_title(self.title())
+
+    def _next_wakeup(self, now: float) -> float:
+        times = [now + 1.0, self._next_memory if self.config.max_memory_mb else now + 1.0]
+        times += [t for s in self.slots for t in (s.respawn_at, s.retry_at) if t is not None]
+        for c in self.children.values():
+            times += [t for t in (c.kill_at, c.hurry_at) if t is not None]
+            if not (c.retiring or c.aborted):
+                timeout = self.config.boot_timeout if c.booted_at is None else self.config.heartbeat_timeout
+                times.append((c.started if c.booted_at is None else c.last_seen) + timeout)
+        times += [when for _, _, when, _ in self._pending_recovery]
+        if self._watchdog_s is not None:
+            times.append(self._next_watchdog)
+        if self._publish_at is not None:
+            times.append(self._publish_at)
+        return max(0.0, min(times) - now)
+
+
+# -- the real world -----------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """The worker's end of its control pipe (called by `Worker.run` as ``on_tick``)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.booted = False
+        self.busy = -1
+        self.sent = 0.0
+
+    def __call__(self, worker: Worker) -> None:
+        now = time.monotonic()
+        busy = len(worker.busy)
+        if not self.booted:
+            self.booted = True
+            self._write(b"booted\n")
+        elif now - self.sent < (0.1 if busy != self.busy else 0.5):
+            return  # Worker.stop polls every 50 ms: no need to tell each one
+        self.busy, self.sent = busy, now
+        self._write(b"beat %d\n" % busy)
+
+    def _write(self, data: bytes) -> None:
+        # Non-blocking and < PIPE_BUF: a line arrives whole or not at all, and a stopped supervisor
+        # (full pipe) or a dead one (EPIPE) never blocks or kills the worker.
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data)
+
+
+class _Loop:
+    """Signals, control pipes, fork and waitpid for `Supervisor`; used only by `run`."""
+
+    def __init__(self, pidfile: PidFile | None) -> None:
+        self.pidfile = pidfile
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # The supervisor holds the only write end; workers see EOF on the read end when it is gone.
+        self.alive_r, self.alive_w = os.pipe2(os.O_CLOEXEC)
+        self.pipes: dict[int, tuple[int, bytearray]] = {}  # fd -> (pid, partial line)
+        self.fd_of: dict[int, int] = {}  # pid -> fd
+        self.handlers: dict[int, signal._HANDLER] = {}
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+
+    def install(self) -> None:
+        for sig in HANDLED:
+            # The C-level handler writes the signal number into the wakeup fd; the loop does the rest.
+            self.handlers[sig] = signal.signal(sig, lambda s, f: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
+        for fd in [*self.pipes, self.wake_r, self.wake_w, self.alive_r, self.alive_w]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.sel.close()
+
+    def spawn(self, index: int, config: Config) -> tuple[int, str]:
+        token = os.urandom(6).hex()
+        ctl_r, ctl_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if threading.active_count() > 1:
+            log.warning(
+                "forking with %d threads running (started by preloaded code?)", threading.active_count()
+            )
+        # Blocked until the child has reset its handlers: a signal landing in between would otherwise
+        # run the supervisor's handler in the child and write into the supervisor's wakeup pipe.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(ctl_r)
+            os.close(ctl_w)
+            raise
+        if pid == 0:
+            self._child(config, _identity(os.getpid(), token), ctl_r, ctl_w, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(ctl_w)
+        self.pipes[ctl_r] = (pid, bytearray())
+        self.fd_of[pid] = ctl_r
+        self.sel.register(ctl_r, selectors.EVENT_READ)
+        return pid, _identity(pid, token)
+
+    def _child(
+        self, config: Config, identity: str, ctl_r: int, ctl_w: int, mask: set[int | signal.Signals]
+    ) -> NoReturn:
+        # Never returns: os._exit, so nothing of the supervisor's stack (its `finally` that releases
+        # the pidfile, atexit handlers) ever runs in a worker.
+        code = int(ExitCode.SOFTWARE)
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig, handler in self.handlers.items():
+                signal.signal(sig, handler)
+            # Ctrl-C and a terminal hang-up reach the whole process group: the supervisor decides.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for fd in [ctl_r, *self.pipes, self.wake_r, self.wake_w, self.alive_w]:
+                os.close(fd)
+            self.sel.close()
+            lock_fd = self.pidfile._lock_fd if self.pidfile is not None else None
+            if lock_fd is not None:  # the flock stays the supervisor's alone: a new swarm is not
+                os.close(lock_fd)  # refused while this worker drains after the supervisor died
+            systemd.scrub_child_environment()
+            random.seed()
+            logs.after_fork_in_child()
+            setproctitle.setproctitle(f"swarmd {VERSION} {config.tag} [booting]")
+            code = Worker(config, identity).run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
+        except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
+            log.error("worker %s: Redis error: %s", identity, exc)
+            code = int(ExitCode.UNAVAILABLE)
+        except BaseException:
+            log.exception("worker %s failed", identity)
+        finally:
+            with contextlib.suppress(Exception):
+                logs.flush()  # workers batch INFO lines; os._exit would drop what is pending
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def wait(self, sup: Supervisor, timeout: float) -> None:
+        """Wait up to ``timeout``; feed ``sup`` the lines, exits and signals that arrived."""
+        signals = b""
+        for key, _ in self.sel.select(timeout):
+            fd = int(key.fd)
+            if fd == self.wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    signals += os.read(fd, 512)
+            else:
+                self._read(sup, fd)
+        self.reap(sup)
+        for signum in signals:
+            sup.signal(signum)
+
+    def _read(self, sup: Supervisor, fd: int) -> None:
+        pid, buf = self.pipes[fd]
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            if not data:  # EOF: the worker exited (or closed it); waitpid tells the rest
+                self.sel.unregister(fd)
+                os.close(fd)
+                del self.pipes[fd]
+                self.fd_of.pop(pid, None)
+                break
+            buf += data
+        *lines, rest = buf.split(b"\n")
+        buf[:] = rest
+        for line in lines:
+            sup.message(pid, line.decode(errors="replace"))
+
+    def reap(self, sup: Supervisor) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            fd = self.fd_of.get(pid)
+            if fd is not None:  # its last lines ("booted"?) before its exit
+                self._read(sup, fd)
+            # `exited` recovers its in-flight list now. Should the supervisor die right here, the list
+            # is still registered under an identity whose liveness key expires: the workers of the
+            # next swarm (or of another host) recover it (Worker.start, recovery_interval).
+            sup.exited(pid, status)
+
+
+def _identity(pid: int, token: str) -> str:
+    # Parent and child build the same identity: the child knows its pid, the parent learns it from fork.
+    return f"{new_identity(pid).rsplit(':', 1)[0]}:{token}"
+
+
+def _kill(pid: int, sig: int) -> None:
+    os.kill(pid, sig)
+
+
+def _recover_inflight(identity: str, config: Config) -> bool:
+    # A short-lived connection: the supervisor holds none when it forks.
+    client = connection.connect(config.redis_url)
+    try:
+        recovery.recover_worker(client, Keys(config.namespace), identity, force=True)
+        return True
+    except connection.RedisError as exc:
+        log.warning("cannot recover the in-flight jobs of %s yet: %s", identity, exc)
+        return False
+    finally:
+        client.close()
+
+
+def _check_redis(config: Config) -> None:
+    client = connection.connect(config.redis_url)
+    try:
+        connection.check_server(client, config.redis_url)  # RedisUnavailable -> exit 69
+    finally:
+        client.close()  # closed before any fork
+
+
+def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Run the swarm in the foreground until it stops; return the exit code (SPEC 1.7).
+
+    ``reload`` re-reads the config (with the same command-line overrides) on HUP.
+    """
+    notifier = systemd.Notifier()  # reads NOTIFY_SOCKET/WATCHDOG_* before workers scrub them
+    _check_redis(config)
     pidfile = PidFile(config.pidfile) if config.pidfile else None
     if pidfile is not None:
         pidfile.acquire()
+    loop: _Loop | None = None
     try:
-        return Worker(config).run()
+        if config.preload:
+            try:
+                for spec in config.require:
+                    registry.import_require(spec)
+            except BootError as exc:
+                log.error("%s", exc)
+                notifier.stopping(status=f"preload failed: {exc}")
+                return int(ExitCode.SOFTWARE)
+        # Objects alive now are never collected in the workers, so their pages stay shared (CoW).
+        gc.freeze()
+        loop = _Loop(pidfile)
+        loop.install()
+        sup = Supervisor(
+            config,
+            spawn=loop.spawn,
+            kill=_kill,
+            recover=_recover_inflight,
+            notifier=notifier,
+            reload=reload,
+            set_title=setproctitle.setproctitle,
+            reopen_logs=logs.reopen_logs,
+        )
+        try:
+            sup.start()
+            while not sup.done:
+                timeout = sup.tick()
+                if sup.done:
+                    break
+                loop.wait(sup, timeout)
+        except Exception:
+            # Workers see EOF on the alive pipe once this process is gone, and stop at once pushing
+            # their jobs back; no job is lost by exiting here.
+            log.exception("supervisor failed; workers stop on their own")
+            return int(ExitCode.SOFTWARE)
+        log.info("bye (exit %d)", sup.stop_code)
+        return sup.stop_code
     finally:
+        if loop is not None:
+            loop.close()
+        notifier.close()
         if pidfile is not None:
             pidfile.release()

@@ -242,6 +242,11 @@ class Worker:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
+            if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                # An ignored SIGINT stays ignored (POSIX, for background jobs). The supervisor's
+                # workers ignore it: Ctrl-C reaches the whole process group and the supervisor
+                # coordinates the stop.
+                continue
             signal.signal(sig, lambda s, f: None)  # the wakeup fd carries the signal number
         try:
             self.start()
@@ -268,7 +273,13 @@ class Worker:
                         continue
                     for signum in os.read(rfd, 64):
                         deadline = self._handle_signal(signum, deadline)
-            self._poll_while_stopping = lambda: self._poll_signals_while_stopping(rfd)
+
+            def poll_while_stopping() -> None:
+                self._poll_signals_while_stopping(rfd)
+                if on_tick is not None:  # the supervisor keeps seeing beats (busy count) while draining
+                    on_tick(self)
+
+            self._poll_while_stopping = poll_while_stopping
             self.stop(deadline)
         finally:
             signal.set_wakeup_fd(-1)
