@@ -25,6 +25,19 @@ def bar(done: int, total: int, width: int = 40) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
+def show_log(path: str, head: int, tail: int) -> None:
+    with open(path) as f:
+        lines = f.read().splitlines()
+    print(f"--- swarmd's log ({len(lines)} lines; first {head} and last {tail}) ---")
+    for line in lines[:head]:
+        print(line)
+    if len(lines) > head + tail:
+        print("...")
+    for line in lines[max(head, len(lines) - tail) :]:
+        print(line)
+    print("---")
+
+
 def main() -> int:
     bindir = os.path.dirname(sys.executable)
     with RedisServer() as server:
@@ -33,13 +46,16 @@ def main() -> int:
         print(f"private Redis at {server.url}")
         cmd = [os.path.join(bindir, "swarmd"), "--processes", "2", "-C", "config.yml"]
         print("$", " ".join(["swarmd", *cmd[1:]]))
-        swarm = subprocess.Popen(cmd, cwd=HERE, env=env, start_new_session=True)
+        log_path = os.path.join(server.dir, "swarmd.log")
+        log = open(log_path, "w")  # noqa: SIM115 - closed below, after the swarm stopped
+        swarm = subprocess.Popen(cmd, cwd=HERE, env=env, stderr=log, start_new_session=True)
         try:
             r = redis.Redis.from_url(server.url)
             deadline = time.monotonic() + 30
             while r.scard("processes") < 2:
                 if swarm.poll() is not None or time.monotonic() > deadline:
-                    print("swarmd did not start; see the lines above", file=sys.stderr)
+                    print("swarmd did not start:", file=sys.stderr)
+                    show_log(log_path, 0, 20)
                     return 1
                 time.sleep(0.05)
             from myapp.jobs import flaky, resize, send_receipt
@@ -57,7 +73,8 @@ def main() -> int:
                 if done >= total:
                     break
                 if swarm.poll() is not None:
-                    print("\nswarmd exited early", file=sys.stderr)
+                    print("\nswarmd exited early:", file=sys.stderr)
+                    show_log(log_path, 0, 20)
                     return 1
                 time.sleep(0.1)
             print()
@@ -70,6 +87,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(swarm.pid, signal.SIGKILL)
                 swarm.wait()
+            log.close()
+        show_log(log_path, 4, 8)
         print(f"swarmd stopped (exit {swarm.returncode}); Redis stopped. Nothing is left running.")
         return 0 if swarm.returncode == 0 else 1
 
