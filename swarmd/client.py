@@ -126,8 +126,8 @@ def _job_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = item.pop("kwargs", None)
     at = item.pop("at", None)
     jid = item.pop("jid", None)
-    for field in ("created_at", "enqueued_at"):
-        item.pop(field, None)
+    created_at = item.pop("created_at", None)
+    item.pop("enqueued_at", None)
     job = payload.build(name, args, kwargs, item, jid=jid if isinstance(jid, str) else None, at=at)
     if at is not None:
         when = when_to_epoch(at)
@@ -135,6 +135,9 @@ def _job_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
             job["at"] = when
         else:
             job["enqueued_at"] = job["created_at"]
+    kept = payload.read_timestamp(created_at)  # float seconds, also from Sidekiq 8's integer ms
+    if kept is not None:  # Sidekiq's `created_at ||= now`: a job pushed again keeps its creation time
+        job["created_at"] = kept
     return job
 
 

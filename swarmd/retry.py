@@ -4,7 +4,8 @@
   sends the job to `dead` on its first failure, ``retry: false`` drops it (counted as failed,
   stored nowhere), exactly as Sidekiq does. ``dead: false`` skips `dead` when retries run out.
 - Delay before retry ``count``: ``count**4 + 15 + rand(10) * (count + 1)`` seconds (Sidekiq 6/7).
-- ``retry_queue`` routes retries to another queue.
+- ``retry_queue`` routes retries to another queue; a job sent to `dead` carries it as its ``queue``
+  too (so the Web UI's Retry sends it there), as in Sidekiq.
 - The move into `retry`/`dead` and the removal from the private list are one script
   (``lua/fail.lua``): the job is never in both places and never in neither.
 """
@@ -66,9 +67,10 @@ class Retrier:
         retry = data.get("retry", True)
         if retry is False:
             return self._store(work, data, "drop", 0.0)
+        # As Sidekiq's JobRetry: `retry_queue`, else the queue the job came from, for retry and dead.
+        retry_queue = data.get("retry_queue")
+        data["queue"] = retry_queue if isinstance(retry_queue, str) and retry_queue else work.queue
         if count < max_attempts(retry, self.max_retries):
-            if isinstance(data.get("retry_queue"), str) and data["retry_queue"]:
-                data["queue"] = data["retry_queue"]
             return self._store(work, data, "retry", payload.now() + backoff_seconds(count))
         if data.get("dead") is False:
             return self._store(work, data, "drop", 0.0)
