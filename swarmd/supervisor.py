@@ -129,6 +129,7 @@ class Child:
     hurry_at: float | None = None  # send a second TERM then (fast stop)
     aborted: bool = False  # got SIGABRT for being hung
     mem_over: int = 0  # memory samples in a row above max_memory_mb
+    stopped_remotely: bool = False  # Stop from Sidekiq's Web UI / swarmctl: not replaced
 
     @property
     def name(self) -> str:
@@ -270,6 +271,8 @@ class Supervisor:
         elif line.startswith("beat "):
             with contextlib.suppress(ValueError):
                 child.busy = int(line[5:])
+        elif line == "stopped-remotely":
+            child.stopped_remotely = True
         else:
             log.debug("%s sent an unknown line %r", child.name, line)
 
@@ -307,7 +310,17 @@ class Supervisor:
             self._stop(now, code=code, fast=True)
             return
         if child.booted_at is not None and code == 0 and not child.aborted:
-            log.info("%s %s; starting a new one", child.name, how)  # e.g. Stop from the Web UI
+            if child.stopped_remotely and slot.incoming is None:
+                # Stop from Sidekiq's Web UI (or `swarmctl stop`) means that process is gone, as in
+                # Sidekiq; a reload brings the configured number of workers back.
+                self.slots.remove(slot)
+                log.info(
+                    "%s stopped from the Web UI/API; not replaced (%d left)", child.name, len(self.slots)
+                )
+                if not self.slots:
+                    self._stop(now, code=int(ExitCode.OK), fast=False)
+                return
+            log.info("%s %s; starting a new one", child.name, how)
             if slot.incoming is None:
                 slot.respawn_at = now
             return
@@ -731,10 +744,14 @@ class _Reporter:
         self.booted = False
         self.busy = -1
         self.sent = 0.0
+        self.told_stopped = False
 
     def __call__(self, worker: Worker) -> None:
         now = time.monotonic()
         busy = len(worker.busy)
+        if worker.stopped_remotely and not self.told_stopped:
+            self.told_stopped = True  # before the worker exits, so its slot is not refilled
+            self._write(b"stopped-remotely\n")
         if not self.booted:
             self.booted = True
             self._write(b"booted\n")

@@ -55,6 +55,7 @@ class Worker:
         self.busy: Busy = {}
         self.processors: list[Processor] = []
         self.stopping = False
+        self.stopped_remotely = False
         self._dead_processors: list[tuple[Processor, BaseException]] = []
         self._title = ""
         self._redis: connection.Redis | None = None
@@ -213,6 +214,8 @@ class Worker:
             log.warning("ignoring unknown signal %r from %s", name, self.keys.signals(self.identity))
             return
         log.info("got %s from the Web UI/API", name)
+        if sig == signal.SIGTERM:
+            self.stopped_remotely = True  # the supervisor does not replace this worker
         os.kill(os.getpid(), sig)
 
     def title(self) -> str:
