@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(int(ExitCode.CONFIG))
     try:
         setup_logs(config)
+    except ConfigError as exc:  # a logfile that cannot be opened, an unknown syslog facility
+        print(f"swarmd: {exc}", file=sys.stderr)
+        sys.exit(int(ExitCode.CONFIG))
     except OSError as exc:
         print(f"swarmd: logfile {config.logfile}: {exc.strerror}", file=sys.stderr)
         sys.exit(int(ExitCode.CONFIG))

@@ -396,11 +396,17 @@ def load_config(
             apply(name, _Text(value) if isinstance(value, str) else value, flag)
     settings.setdefault("tag", _default_tag(os.getcwd() if cwd is None else cwd))
     config = Config(path=path, environment=environment, **settings)
-    ttl, beat = config.liveness_ttl, config.beat_interval
-    if ttl <= beat:  # a live worker would look dead between two beats
+    # The liveness key must outlive a beat interval (else a live worker looks dead between two
+    # beats) plus a blocking fetch (else a frozen worker's BLMOVE, still blocked in Redis after its
+    # list was recovered, could move a job into a list nobody recovers any more).
+    ttl, least = config.liveness_ttl, config.beat_interval + config.fetch_timeout
+    if ttl <= least:
+        what = f"a number > beat_interval + fetch_timeout ({least:g})"
         if "liveness_ttl" in wheres:
-            raise _fail(wheres["liveness_ttl"], f"a number > beat_interval ({beat:g})", ttl)
-        raise _fail(wheres["beat_interval"], f"a number < liveness_ttl ({ttl:g})", beat)
+            raise _fail(wheres["liveness_ttl"], what, ttl)
+        key = "beat_interval" if "beat_interval" in wheres else "fetch_timeout"
+        expected = f"a number keeping beat_interval + fetch_timeout below liveness_ttl ({ttl:g})"
+        raise _fail(wheres[key], expected, getattr(config, key))
     return config
 
 

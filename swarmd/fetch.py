@@ -31,24 +31,16 @@ from typing import cast
 
 from swarmd import connection, payload
 from swarmd.config import QueueOrder, QueueSpec
-from swarmd.keys import Keys
+from swarmd.keys import STATS_TTL, Keys
+from swarmd.payload import Work
+
+__all__ = ["Fetcher", "RedisBackoff", "Work", "queue_order"]
 
 log = logging.getLogger("swarmd")
 
-STATS_TTL = 5 * 365 * 24 * 3600
 CONNECTION_ERRORS = (connection.ConnectionError, connection.TimeoutError)
 """Errors after which a command may or may not have run: the private list needs a reconcile."""
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
-
-
-class Work:
-    """A fetched job: the raw bytes as they sit in the private list, and the queue it came from."""
-
-    __slots__ = ("queue", "raw")
-
-    def __init__(self, raw: bytes, queue: str) -> None:
-        self.raw = raw
-        self.queue = queue
 
 
 def queue_order(queues: Sequence[QueueSpec], order: QueueOrder) -> Callable[[], list[str]]:
@@ -278,7 +270,12 @@ class Fetcher:
                 backoff.ok()
             except connection.RedisError as exc:
                 with self._cond:
-                    self._reconcile_needed |= isinstance(exc, CONNECTION_ERRORS)
+                    if isinstance(exc, CONNECTION_ERRORS):
+                        # The move may have happened with its reply lost. Reconcile runs in a leader:
+                        # stop being dry so that an idle processor leads (and reconciles) now.
+                        self._reconcile_needed = True
+                        self._dry = False
+                        self._cond.notify()
                 backoff.failed(exc, self._stop)
             finally:
                 with self._cond:

@@ -110,7 +110,7 @@ class Heartbeat:
             },
         )
         pipe.expire(k.process(ident), PROCESS_TTL)
-        pipe.set(k.alive(ident), int(time.time()), ex=max(1, int(self.config.liveness_ttl)))
+        pipe.set(k.alive(ident), int(time.time()), px=max(1, int(self.config.liveness_ttl * 1000)))
         pipe.sadd(k.swarmd_workers, ident)
         pipe.rpop(k.signals(ident))
         signal = pipe.execute()[-1]

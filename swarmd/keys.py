@@ -20,6 +20,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+STATS_TTL = 5 * 365 * 24 * 3600
+"""TTL of the daily ``stat:*:YYYY-MM-DD`` keys (Sidekiq's 5 years)."""
+
 
 @dataclass(frozen=True)
 class Keys:

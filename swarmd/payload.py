@@ -51,7 +51,14 @@ def read_timestamp(value: object) -> float | None:
 
 def check_json_native(value: object, path: str) -> None:
     """Raise `PayloadError` (a `TypeError`) naming the path of the first value JSON cannot carry."""
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PayloadError(f"{path}: string with a lone surrogate is not valid UTF-8 JSON") from None
         return
     if isinstance(value, int):
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
@@ -195,6 +202,16 @@ def queue_of(raw: bytes) -> str | None:
         return decode(raw).queue
     except DecodeError:
         return None
+
+
+class Work:
+    """A fetched job: the raw bytes as they sit in the private list, and the queue it came from."""
+
+    __slots__ = ("queue", "raw")
+
+    def __init__(self, raw: bytes, queue: str) -> None:
+        self.raw = raw
+        self.queue = queue
 
 
 # -- failure fields --------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import traceback
 from typing import Any
 
 from swarmd import connection, payload
-from swarmd.fetch import STATS_TTL, Work
-from swarmd.keys import Keys
+from swarmd.keys import STATS_TTL, Keys
+from swarmd.payload import Work
 
 log = logging.getLogger("swarmd")
 

@@ -473,7 +473,7 @@ def test_tag_from_file_beats_directory(tmp_path: Path) -> None:
             "syslog: 3\n",
             "syslog: expected true, false, an ident or a mapping of ident/facility/address, got 3",
         ),
-        ("liveness_ttl: 3\n", "liveness_ttl: expected a number > beat_interval (5), got 3.0"),
+        ("liveness_ttl: 3\n", "liveness_ttl: expected a number > beat_interval + fetch_timeout (7), got 3.0"),
         (
             ":concurrency: 1\nconcurrency: 2\n",
             "concurrency: expected one spelling, got both 'concurrency' and ':concurrency'",
