@@ -176,7 +176,11 @@ class Fetcher:
                 self._cond.acquire()
             return
         self._buffer.extend(got)
-        if not got:
+        if not ok:
+            # The fetch may have moved jobs with its reply lost: stay not-dry so the next leader
+            # (this thread again, after the backoff it already slept) reconciles first.
+            self._cond.notify()
+        elif not got:
             self._dry = True
             self._cond.notify_all()  # waiters start blocking
         else:

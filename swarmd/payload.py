@@ -49,16 +49,23 @@ def read_timestamp(value: object) -> float | None:
 # -- validation of client values -------------------------------------------------------------------
 
 
+def _utf8_ok(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_json_native(value: object, path: str) -> None:
     """Raise `PayloadError` (a `TypeError`) naming the path of the first value JSON cannot carry."""
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise PayloadError(f"{path}: string with a lone surrogate is not valid UTF-8 JSON") from None
+        if not _utf8_ok(value):
+            raise PayloadError(f"{path}: string with a lone surrogate is not valid UTF-8 JSON")
         return
     if isinstance(value, int):
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
@@ -78,6 +85,8 @@ def check_json_native(value: object, path: str) -> None:
                 raise PayloadError(
                     f"{path}: dict key {key!r} is a {type(key).__name__}, JSON keys must be str"
                 )
+            if not _utf8_ok(key):
+                raise PayloadError(f"{path}: dict key {key!r} has a lone surrogate, not valid UTF-8 JSON")
             check_json_native(item, f"{path}[{key!r}]")
         return
     raise PayloadError(

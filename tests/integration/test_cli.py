@@ -1,0 +1,182 @@
+"""``python -m swarmd`` as a user types it (SPEC 1.3, 1.5, 1.7): the seed YAML, flags, exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+import swarmd
+from tests.integration.conftest import JOBS_MODULE, App, free_port
+
+# The Rails deploy guide's sidekiq.yml, unchanged (note the 3-space indent under staging).
+SEED_YAML = """\
+---
+verbose: false
+concurrency: 10
+pidfile: ./tmp/pids/sidekiq.pid
+logfile: ./log/sidekiq.log
+queues:
+  - default
+  - low
+production:
+  concurrency: 25
+staging:
+   concurrency: 15
+"""
+
+
+@pytest.mark.parametrize(("environment", "concurrency"), [("production", 25), ("staging", 15), (None, 10)])
+def test_seed_yaml_runs_unchanged(app: App, environment: str | None, concurrency: int) -> None:
+    (app.root / "sidekiq.yml").write_text(SEED_YAML)
+    args = ["-C", "sidekiq.yml"] + (["-e", environment] if environment else [])
+    d = app.start(*args, env=app.env(REDIS_URL=app.redis_url))  # the file names no Redis: REDIS_URL
+    ident = app.wait_booted(d)
+    assert app.r.hget(ident, "concurrency") == str(concurrency).encode()
+    info = json.loads(app.r.hget(ident, "info"))
+    assert info["queues"] == ["default", "low"]
+    assert info["concurrency"] == concurrency
+    pidfile = app.root / "tmp" / "pids" / "sidekiq.pid"  # relative to the working directory
+    assert pidfile.read_text().strip() == str(d.pid)
+    app.enqueue("Record", "seeded", queue="low")
+    app.wait_tokens(["seeded"])
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert not pidfile.exists()
+    log = (app.root / "log" / "sidekiq.log").read_text()  # logfile: lines go there, not to stderr
+    assert f"booted: concurrency {concurrency}" in log
+    assert "class=Record" in log
+    assert "bye" in log
+
+
+def test_flags_override_the_file(app: App) -> None:
+    (app.root / "sidekiq.yml").write_text(SEED_YAML)
+    d = app.start(
+        "-C", "sidekiq.yml", "-e", "production", "-c", "3", "-q", "urgent", "-q", "low,2",
+        "-g", "flagged", "--redis-url", app.redis_url,
+    )  # fmt: skip
+    ident = app.wait_booted(d)
+    info = json.loads(app.r.hget(ident, "info"))
+    assert (info["concurrency"], info["queues"], info["tag"]) == (3, ["urgent", "low"], "flagged")
+
+
+# -- errors a user makes: one line, the right exit code, no traceback --------------------------------------
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("concurency: 5\n", ["concurency", "did you mean 'concurrency'"]),
+        ("queues: [default, low\n", ["line", "YAML"]),
+        ("concurrency: 0\n", ["concurrency", ">= 1"]),
+        ("production:\n  concurrency: many\n", ["production.concurrency", "integer"]),
+        ("queues: [a, a]\n", ["queues", "'a'"]),
+        ("redis:\n  url: ${NO_SUCH_VARIABLE_HERE}\n", ["NO_SUCH_VARIABLE_HERE"]),
+        # a worker would look dead while its blocking fetch can still move a job into its list
+        ("liveness_ttl: 1\nfetch_timeout: 10\n", ["liveness_ttl", "fetch_timeout"]),
+    ],
+)
+def test_broken_config_exits_78_with_one_line(app: App, text: str, expected: list[str]) -> None:
+    (app.root / "broken.yml").write_text(text)
+    result = app.run("-C", "broken.yml", "-e", "production")
+    assert result.returncode == 78, result.stderr
+    line = one_line(result.stderr)
+    assert "broken.yml" in line
+    for word in expected:
+        assert word in line, line
+
+
+def test_missing_config_file_exits_78(app: App) -> None:
+    result = app.run("-C", "nowhere/swarmd.yml")
+    assert result.returncode == 78
+    assert "nowhere/swarmd.yml" in one_line(result.stderr)
+
+
+def test_bad_flag_value_exits_78_naming_the_flag(app: App) -> None:
+    result = app.run("-c", "0", "--redis-url", app.redis_url)
+    assert result.returncode == 78
+    assert "--concurrency" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["-c", "many"], ["-t"]])
+def test_usage_errors_exit_2(app: App, argv: list[str]) -> None:
+    result = app.run(*argv)
+    assert result.returncode == 2
+    assert "usage: swarmd" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version(app: App) -> None:
+    result = app.run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"swarmd {swarmd.__version__}"
+
+
+def test_require_that_raises_at_import_exits_70_naming_the_module(app: App) -> None:
+    (app.root / "badjobs.py").write_text("import swarmd\nraise RuntimeError('database is not configured')\n")
+    result = app.run("-r", "badjobs", "--redis-url", app.redis_url)
+    assert result.returncode == 70, result.stderr
+    # One line names the module and its error (the supervisor may add a line about the stop).
+    named = [line for line in result.stderr.splitlines() if "badjobs" in line]
+    assert len(named) == 1, result.stderr
+    assert " ERROR: " in named[0]
+    assert "database is not configured" in named[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_require_of_a_missing_module_exits_70(app: App) -> None:
+    result = app.run("-r", "no_such_module_xyz", "--redis-url", app.redis_url)
+    assert result.returncode == 70, result.stderr
+    assert "no_such_module_xyz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_require_a_py_file_path(app: App) -> None:
+    d = app.start("-r", f"./{JOBS_MODULE}.py", config=app.config(), require=False)
+    app.wait_booted(d)
+    app.enqueue("Record", "by-path")
+    app.wait_tokens(["by-path"])
+
+
+def test_unreachable_redis_exits_69_with_one_line_and_no_password(app: App) -> None:
+    url = f"redis://:sekret-pw@127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = app.run("-r", JOBS_MODULE, "--redis-url", url)
+    assert result.returncode == 69, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert "127.0.0.1" in errors[0]
+    assert "sekret-pw" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["symlink", "file-in-the-way"])
+def test_unopenable_logfile_exits_78_with_one_line(app: App, case: str) -> None:
+    target = app.root / "elsewhere.log"
+    if case == "symlink":  # planted by someone else: never write through it (SPEC 3.4)
+        (app.root / "swarmd.log").symlink_to(target)
+        logfile = "swarmd.log"
+    else:
+        (app.root / "log").write_text("a file where the log folder should be\n")
+        logfile = "log/swarmd.log"
+    result = app.run("-L", logfile, "--redis-url", app.redis_url)
+    assert not target.exists()
+    assert result.returncode == 78, result.stderr
+    assert logfile in one_line(result.stderr)
+
+
+def test_pidfile_symlink_is_refused(app: App) -> None:
+    target = app.root / "elsewhere.pid"
+    (app.root / "swarmd.pid").symlink_to(target)
+    result = app.run("-P", "swarmd.pid", "--redis-url", app.redis_url, require=True)
+    assert result.returncode == 78, result.stderr
+    assert "symlink" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists()

@@ -1,0 +1,124 @@
+"""The public API of ``import swarmd`` (SPEC 1.2): pinned, so a change to it is a deliberate one."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import swarmd
+from swarmd import errors, registry
+from swarmd.heartbeat import VERSION
+
+PUBLIC = [
+    "BootError",
+    "Client",
+    "ConfigError",
+    "DecodeError",
+    "DelayRefused",
+    "JobFunction",
+    "PayloadError",
+    "PoisonJob",
+    "RedisUnavailable",
+    "SwarmdError",
+    "UnknownJob",
+    "__version__",
+    "configure",
+    "delay",
+    "job",
+    "push",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(swarmd.__all__) == PUBLIC
+
+
+def test_every_public_name_exists() -> None:
+    for name in swarmd.__all__:
+        assert getattr(swarmd, name) is not None, name
+
+
+def test_one_version_everywhere() -> None:
+    pyproject = tomllib.loads((Path(swarmd.__file__).parent.parent / "pyproject.toml").read_text())
+    assert swarmd.__version__ == pyproject["project"]["version"] == VERSION
+
+
+def test_exception_tree() -> None:
+    for name in ("ConfigError", "PayloadError", "DecodeError", "UnknownJob", "RedisUnavailable", "BootError"):
+        assert issubclass(getattr(swarmd, name), swarmd.SwarmdError), name
+    assert issubclass(swarmd.PayloadError, TypeError)  # SPEC 1.2: bad args raise TypeError
+    assert issubclass(swarmd.DelayRefused, swarmd.UnknownJob)
+    assert swarmd.ConfigError.exit_code == 78
+    assert swarmd.RedisUnavailable.exit_code == 69
+    assert swarmd.BootError.exit_code == 70
+
+
+def test_poison_job_error_class_is_spelled_as_documented() -> None:
+    assert errors.POISON_JOB == "swarmd.PoisonJob" == f"swarmd.{swarmd.PoisonJob.__name__}"
+
+
+# -- the decorator, as SPEC 1.2 shows it ---------------------------------------------------------------
+
+
+@swarmd.job
+def resize(path: str, width: int) -> str:
+    return f"{path}@{width}"
+
+
+@swarmd.job(queue="critical", retry=5, name="HardWorker", backtrace=20)
+def hard_work(name: str, count: int) -> int:
+    return count
+
+
+def test_job_name_defaults_to_module_and_qualname() -> None:
+    assert resize.job_name == f"{__name__}.resize"
+    assert registry.lookup(f"{__name__}.resize") is resize.func
+
+
+def test_job_options_and_explicit_name() -> None:
+    assert hard_work.job_name == "HardWorker"
+    assert hard_work.options == {"queue": "critical", "retry": 5, "backtrace": 20}
+    assert registry.lookup("HardWorker") is hard_work.func
+
+
+def test_plain_call_runs_inline() -> None:
+    assert resize("a.png", 100) == "a.png@100"
+    assert resize.__name__ == "resize"  # functools.wraps: docs, tracebacks and pickling see the function
+
+
+def test_delay_is_an_alias_of_perform_async() -> None:
+    assert resize.delay == resize.perform_async
+
+
+def test_set_returns_a_view_and_leaves_the_job_alone() -> None:
+    view = hard_work.set(queue="low", retry=False)
+    assert view.options == {"queue": "low", "retry": False, "backtrace": 20}
+    assert hard_work.options["queue"] == "critical"
+
+
+def test_unknown_job_name_is_an_unknown_job_error() -> None:
+    with pytest.raises(swarmd.UnknownJob, match="NoSuchJob"):
+        registry.lookup("NoSuchJob")
+
+
+@pytest.mark.parametrize(
+    ("allow", "target", "ok"),
+    [
+        (("os",), "os.path:join", True),  # a prefix covers its submodules
+        (("os.path",), "os.path:join", True),
+        (("os.",), "os.path:join", True),
+        (("o",), "os.path:join", False),  # a prefix is a whole module name, not a string prefix
+        ((), "os.path:join", False),  # empty by default: refused
+        (("os",), "no-colon", False),
+        (("os",), 5, False),
+    ],
+)
+def test_delay_allow_prefixes(allow: tuple[str, ...], target: Any, ok: bool) -> None:
+    if ok:
+        assert registry.resolve_delayed(target, allow)("a", "b") == "a/b"
+    else:
+        with pytest.raises(swarmd.DelayRefused):
+            registry.resolve_delayed(target, allow)
