@@ -14,6 +14,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,26 @@ def test_logrotate_config_parses(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "error" not in (proc.stdout + proc.stderr).lower()
     assert "running postrotate script" in proc.stdout + proc.stderr
+
+
+def test_the_unit_swarmctl_prints_verifies_silently(systemd_analyze: str, tmp_path: Path) -> None:
+    # What a user runs: `swarmctl unit` in their app directory, with this venv's real swarmd.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "swarmd.yml").write_text("concurrency: 5\n", encoding="utf-8")
+    swarmctl = Path(sys.executable).parent / "swarmctl"
+    proc = subprocess.run(
+        [str(swarmctl), "unit", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"ExecStart={Path(sys.executable).parent / 'swarmd'} -e production -C config/swarmd.yml"
+        in proc.stdout
+    )
+    unit = tmp_path / "swarmd.service"
+    unit.write_text(proc.stdout, encoding="utf-8")
+    assert verify(systemd_analyze, unit) == ""
