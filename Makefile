@@ -23,9 +23,14 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# Numbers, not tests: see README "Performance". peers.py needs Sidekiq (apt-get install ruby-sidekiq).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput.py --processes 2
 	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/swarm.py --skip-throughput
+	if command -v sidekiq >/dev/null; then $(BIN)/python benchmarks/peers.py; \
+	else echo "peers.py skipped: no Sidekiq (apt-get install ruby-sidekiq)"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
