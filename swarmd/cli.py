@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except OSError as exc:
         print(f"swarmd: logfile {config.logfile}: {exc.strerror}", file=sys.stderr)
         sys.exit(int(ExitCode.CONFIG))
-    from swarmd.supervisor import run  # imported late: `swarmd --version` stays fast
+    from swarmd.swarm import run  # imported late: `swarmd --version` stays fast
 
     try:
         # HUP re-reads the config file with the same flags (a broken one is rejected by the supervisor).

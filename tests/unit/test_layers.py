@@ -37,11 +37,12 @@ LAYERS: dict[str, int] = {
     "recovery": 4,
     "processor": 5,
     "worker": 6,
-    "supervisor": 7,
-    "cli": 8,
+    "supervisor": 7,  # the state machine
+    "swarm": 8,  # its I/O: fork, pipes, signals, `run`
+    "cli": 9,
     "ctl": 8,
     "__init__": 8,
-    "__main__": 9,  # the `python -m swarmd` shim on top of cli
+    "__main__": 10,  # the `python -m swarmd` shim on top of cli
 }
 
 KNOWN_VIOLATIONS: dict[str, str] = {}
