@@ -288,28 +288,37 @@ def test_checked_in_unit_verifies_silently(
 # -- sudoers -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def visudo() -> str:
-    """visudo, installed with apt-get (package sudo) when missing under CI as root; skipped elsewhere."""
-    found = which("visudo")
+def debian_tool(tool: str, package: str) -> str:
+    """`tool`, installed with apt-get (`package`) when missing under CI as root; skipped elsewhere."""
+    found = which(tool)
     if found is not None:
         return found
     if os.environ.get("CI") != "true":
-        pytest.skip("visudo not installed (apt-get install sudo); CI installs it")
+        pytest.skip(f"{tool} not installed (apt-get install {package}); CI installs it")
     if os.geteuid() != 0:
-        pytest.fail("CI=true but visudo is missing and only root can apt-get install sudo")
+        pytest.fail(f"CI=true but {tool} is missing and only root can apt-get install {package}")
     if which("apt-get") is None:
-        pytest.fail("CI=true but visudo is missing and there is no apt-get to install the sudo package")
+        pytest.fail(f"CI=true but {tool} is missing and there is no apt-get to install {package}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "sudo"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:  # stale or empty package lists (fresh containers have none)
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True, check=False)
         proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    found = which("visudo")
+    found = which(tool)
     if found is None:
-        pytest.fail(f"apt-get install sudo failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        pytest.fail(f"apt-get install {package} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return found
+
+
+@pytest.fixture(scope="session")
+def visudo() -> str:
+    return debian_tool("visudo", "sudo")
+
+
+@pytest.fixture(scope="session")
+def logrotate() -> str:
+    return debian_tool("logrotate", "logrotate")
 
 
 @pytest.mark.timeout(900)  # a first apt-get update + install can be slow
@@ -343,10 +352,8 @@ def test_logrotate_signals_the_main_process_with_usr1() -> None:
     assert "/srv/myapp/log/swarmd.log {" in text
 
 
-def test_logrotate_config_parses(tmp_path: Path) -> None:
-    logrotate = which("logrotate")
-    if logrotate is None:
-        pytest.skip("logrotate not installed")
+@pytest.mark.timeout(900)  # a first apt-get update + install can be slow
+def test_logrotate_config_parses(logrotate: str, tmp_path: Path) -> None:
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     log_dir = tmp_path / "log"
