@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis
@@ -24,6 +26,53 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: s
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.01)
+
+
+# The Rails deploy guide's sidekiq.yml, byte for byte (note the 3-space indent under staging).
+SIDEKIQ_YML = """\
+---
+verbose: false
+concurrency: 10
+pidfile: ./tmp/pids/sidekiq.pid
+logfile: ./log/sidekiq.log
+queues:
+  - default
+  - low
+production:
+  concurrency: 25
+staging:
+   concurrency: 15
+"""
+
+
+class Ledger:
+    """What test jobs did: one ``<phase> <token> ...`` line per event in ``ledger`` (written with one
+    O_APPEND write each, so it survives a SIGKILL), and flag files in ``flags`` that jobs wait for."""
+
+    ledger: Path
+    flags: Path
+
+    def flag(self, token: str) -> None:
+        (self.flags / token).touch()
+
+    def entries(self) -> list[list[str]]:
+        if not self.ledger.exists():
+            return []
+        return [line.split() for line in self.ledger.read_text().splitlines() if line.strip()]
+
+    def tokens(self, phase: str = "done") -> list[str]:
+        return [e[1] for e in self.entries() if e[0] == phase]
+
+    def count(self, phase: str = "done") -> Counter[str]:
+        return Counter(self.tokens(phase))
+
+    def wait_tokens(self, tokens: Sequence[str], phase: str = "done", timeout_s: float = 30.0) -> None:
+        want = set(tokens)
+        wait_until(
+            lambda: want <= set(self.tokens(phase)),
+            timeout_s,
+            what=f"{len(want)} job(s) to reach {phase!r} (have {len(want & set(self.tokens(phase)))})",
+        )
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import yaml
 
 from swarmd import payload
 from swarmd.client import Client
-from tests.conftest import wait_until
+from tests.conftest import Ledger, wait_until
 
 JOBS_MODULE = "swarmd_testjobs"
 
@@ -203,7 +202,7 @@ class Daemon:
         wait_until(lambda: text in self.output(), timeout_s, what=f"{text!r} in swarmd's output")
 
 
-class App:
+class App(Ledger):
     """A tmp_path app directory: job module, ledger, flags, config files, daemons."""
 
     def __init__(self, root: Path, redis_url: str) -> None:
@@ -339,28 +338,6 @@ class App:
     def raw_job(self, name: str, *args: Any, queue: str = "default", **fields: Any) -> bytes:
         """The bytes of a job as the client would push it (for LPUSH/ZADD by hand)."""
         return payload.encode(payload.for_queue(payload.build(name, args, None, {"queue": queue, **fields})))
-
-    def flag(self, token: str) -> None:
-        (self.flags / token).touch()
-
-    def entries(self) -> list[list[str]]:
-        if not self.ledger.exists():
-            return []
-        return [line.split() for line in self.ledger.read_text().splitlines() if line.strip()]
-
-    def tokens(self, phase: str = "done") -> list[str]:
-        return [e[1] for e in self.entries() if e[0] == phase]
-
-    def count(self, phase: str = "done") -> Counter[str]:
-        return Counter(self.tokens(phase))
-
-    def wait_tokens(self, tokens: Sequence[str], phase: str = "done", timeout_s: float = 15.0) -> None:
-        want = set(tokens)
-        wait_until(
-            lambda: want <= set(self.tokens(phase)),
-            timeout_s,
-            what=f"{len(want)} job(s) to reach {phase!r} (have {len(want & set(self.tokens(phase)))})",
-        )
 
     def inflight_entries(self) -> int:
         return sum(int(self.r.llen(k)) for k in self.r.scan_iter("swarmd:inflight:*"))

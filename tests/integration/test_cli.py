@@ -8,28 +8,13 @@ import signal
 import pytest
 
 import swarmd
+from tests.conftest import SIDEKIQ_YML
 from tests.integration.conftest import JOBS_MODULE, App, free_port
-
-# The Rails deploy guide's sidekiq.yml, unchanged (note the 3-space indent under staging).
-SEED_YAML = """\
----
-verbose: false
-concurrency: 10
-pidfile: ./tmp/pids/sidekiq.pid
-logfile: ./log/sidekiq.log
-queues:
-  - default
-  - low
-production:
-  concurrency: 25
-staging:
-   concurrency: 15
-"""
 
 
 @pytest.mark.parametrize(("environment", "concurrency"), [("production", 25), ("staging", 15), (None, 10)])
 def test_seed_yaml_runs_unchanged(app: App, environment: str | None, concurrency: int) -> None:
-    (app.root / "sidekiq.yml").write_text(SEED_YAML)
+    (app.root / "sidekiq.yml").write_text(SIDEKIQ_YML)
     args = ["-C", "sidekiq.yml"] + (["-e", environment] if environment else [])
     d = app.start(*args, env=app.env(REDIS_URL=app.redis_url))  # the file names no Redis: REDIS_URL
     ident = app.wait_booted(d)
@@ -51,7 +36,7 @@ def test_seed_yaml_runs_unchanged(app: App, environment: str | None, concurrency
 
 
 def test_flags_override_the_file(app: App) -> None:
-    (app.root / "sidekiq.yml").write_text(SEED_YAML)
+    (app.root / "sidekiq.yml").write_text(SIDEKIQ_YML)
     d = app.start(
         "-C", "sidekiq.yml", "-e", "production", "-c", "3", "-q", "urgent", "-q", "low,2",
         "-g", "flagged", "--redis-url", app.redis_url,

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import redis
 import yaml
 
 from swarmd.client import Client
-from tests.conftest import wait_until
+from tests.conftest import Ledger, wait_until
 
 JOBS_MODULE = "swarm_jobs"
 
@@ -260,7 +259,7 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-class Swarm:
+class Swarm(Ledger):
     """A tmp_path app directory: job module, ledger, flags, config, sockets, daemons."""
 
     def __init__(self, root: Path, redis_url: str, sockets: str) -> None:
@@ -341,28 +340,6 @@ class Swarm:
 
     def enqueue_many(self, name: str, arg_lists: Sequence[Sequence[Any]]) -> None:
         self.client.enqueue_bulk(name, arg_lists, {"queue": "default"})
-
-    def flag(self, token: str) -> None:
-        (self.flags / token).touch()
-
-    def entries(self) -> list[list[str]]:
-        if not self.ledger.exists():
-            return []
-        return [line.split() for line in self.ledger.read_text().splitlines() if line.strip()]
-
-    def tokens(self, phase: str = "done") -> list[str]:
-        return [e[1] for e in self.entries() if e[0] == phase]
-
-    def count(self, phase: str = "done") -> Counter[str]:
-        return Counter(self.tokens(phase))
-
-    def wait_tokens(self, tokens: Sequence[str], phase: str = "done", timeout_s: float = 30.0) -> None:
-        want = set(tokens)
-        wait_until(
-            lambda: want <= set(self.tokens(phase)),
-            timeout_s,
-            what=f"{len(want)} job(s) to reach {phase!r} (have {len(want & set(self.tokens(phase)))})",
-        )
 
     def inflight(self) -> int:
         return sum(int(self.r.llen(k)) for k in self.r.scan_iter("swarmd:inflight:*"))

@@ -19,22 +19,7 @@ from swarmd.config import (
     redact_url,
 )
 from swarmd.errors import ConfigError, ExitCode
-
-# The Rails deploy guide's sidekiq.yml, byte for byte (note the 3-space indent under staging).
-SIDEKIQ_YML = """\
----
-verbose: false
-concurrency: 10
-pidfile: ./tmp/pids/sidekiq.pid
-logfile: ./log/sidekiq.log
-queues:
-  - default
-  - low
-production:
-  concurrency: 25
-staging:
-   concurrency: 15
-"""
+from tests.conftest import SIDEKIQ_YML
 
 # Sidekiq 6 spelling: symbol keys, weighted queues in both list and string form.
 SIDEKIQ6_YML = """\
