@@ -38,8 +38,6 @@ __all__ = ["Fetcher", "RedisBackoff", "Work", "queue_order"]
 
 log = logging.getLogger("swarmd")
 
-CONNECTION_ERRORS = (connection.ConnectionError, connection.TimeoutError)
-"""Errors after which a command may or may not have run: the private list needs a reconcile."""
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
 
 
@@ -83,7 +81,11 @@ class RedisBackoff:
 
 
 class Fetcher:
-    """Hands fetched jobs to processor threads; owns the private list's bookkeeping."""
+    """Hands fetched jobs to processor threads; owns the private list's bookkeeping.
+
+    One lock, two conditions: processors wait on ``_cond``, waiter threads on ``_wcond``, so a wake-up
+    meant for a processor is never taken by a waiter (and the other way round).
+    """
 
     def __init__(
         self,
@@ -102,13 +104,15 @@ class Fetcher:
         self.fetch_timeout = fetch_timeout
         self._script = connection.load_script(redis, "fetch")
         self._pushback = connection.load_script(redis, "pushback")
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # processors wait here
+        self._wcond = threading.Condition(self._lock)  # waiter threads (and reconcile) wait here
         self._buffer: deque[Work] = deque()
         self._acks: list[bytes] = []
         self._held: Counter[bytes] = Counter()  # every job Python holds that is in the private list
         self._idle = 0  # processors waiting in get()
         self._fetching = False  # a leader is in a fetch call
-        self._dry = False  # the last fetch found nothing: waiters block in BLMOVE
+        self._dry = False  # the last fetch drained every queue: waiters block in BLMOVE
         self._quiet = False
         self._in_blmove = 0
         self._reconcile_needed = False
@@ -120,7 +124,7 @@ class Fetcher:
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
         """The next job for a processor, or None once the worker is quiet."""
-        with self._cond:
+        with self._lock:
             self._idle += 1
             # A processor that just became free tries one batch fetch (carrying pending acks) before
             # anyone blocks: jobs may have arrived while every processor was busy.
@@ -134,6 +138,8 @@ class Fetcher:
                     if not self._fetching and not self._dry:
                         self._lead()
                         continue
+                    if self._dry:
+                        self._wcond.notify_all()  # one more idle processor: the waiters may be hungry
                     self._cond.wait()
             finally:
                 self._idle -= 1
@@ -143,22 +149,26 @@ class Fetcher:
         self._fetching = True
         want, acks = min(self._idle, MAX_BATCH), self._acks
         self._acks = []
-        self._cond.release()
+        self._lock.release()
         got: list[Work] = []
         ok = False
         try:
             if self._reconcile_needed:
                 self.reconcile()
+            if self._quiet:  # quiet() ran meanwhile: only the acks go out
+                want = 0
             got = self._fetch(want, acks)
             ok = True
         except connection.RedisError as exc:
-            # Connection errors may hide a fetch that happened: reconcile. Other errors (OOM,
-            # READONLY during a failover) changed nothing: just back off.
-            self._reconcile_needed |= isinstance(exc, CONNECTION_ERRORS)
+            # Any error may hide a fetch that happened: a connection error can eat the reply, and a
+            # script error (WRONGTYPE on one queue key) does not undo the moves before it.
+            self._reconcile_needed = True
             self._backoff.failed(exc, self._stop)
         finally:
-            self._cond.acquire()
+            self._lock.acquire()
             self._fetching = False
+            if self._stop.is_set():
+                self._wcond.notify_all()  # stop() waits for this fetch to end
         if ok:
             self._forget(acks)
         else:
@@ -166,28 +176,20 @@ class Fetcher:
         for work in got:
             self._held[work.raw] += 1
         if self._quiet and got:
-            # quiet() ran while this fetch was on its way: these jobs go straight back.
-            self._cond.release()
-            try:
-                self.push_back(got)
-            except connection.RedisError as exc:  # they stay in the private list: drained at stop
-                log.warning("quiet: could not push back %d job(s) yet: %s", len(got), exc)
-            finally:
-                self._cond.acquire()
+            self._push_back_unlocked(got)  # quiet() ran while this fetch was on its way
             return
         self._buffer.extend(got)
         if not ok:
-            # The fetch may have moved jobs with its reply lost: stay not-dry so the next leader
-            # (this thread again, after the backoff it already slept) reconciles first.
-            self._cond.notify()
-        elif not got:
+            self._cond.notify()  # the next leader (after the backoff already slept) reconciles first
+        elif len(got) < want:
+            # Every queue is empty now: the idle processors beyond these jobs wait for the waiters.
             self._dry = True
-            self._cond.notify_all()  # waiters start blocking
+            self._wcond.notify_all()
+            self._cond.notify(max(len(got) - 1, 0))
         else:
-            # Wake a processor for each job beyond the one this thread takes, plus one more when the
-            # fetch was full: the queue may hold more, and processors that arrived meanwhile must
-            # not sleep beside a non-empty queue.
-            self._cond.notify(len(got) - 1 + (len(got) == want))
+            # One processor per job beyond the one this thread takes, plus one to lead the next
+            # fetch: the queues may hold more.
+            self._cond.notify(len(got))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
         names = self._order()
@@ -207,33 +209,33 @@ class Fetcher:
 
     def ack(self, work: Work) -> None:
         """The job succeeded: remove it from the private list with the next fetch (or flush)."""
-        with self._cond:
+        with self._lock:
             # This processor calls get() next and, finding the buffer empty, leads a fetch that
             # carries this ack: no thread needs waking.
             self._acks.append(work.raw)
 
     def release(self, work: Work) -> None:
         """The job left the private list through another script (retry, dead, pushback)."""
-        with self._cond:
+        with self._lock:
             self._forget([work.raw])
 
-    def flush_acks(self) -> None:
-        """Send pending acks now (housekeeping and shutdown call this)."""
-        with self._cond:
+    def flush_acks(self, *, raise_errors: bool = False) -> None:
+        """Send pending acks now (housekeeping; shutdown with ``raise_errors`` so it is retried)."""
+        with self._lock:
             acks, self._acks = self._acks, []
         if not acks:
             return
         try:
             self._fetch(0, acks)
         except connection.RedisError as exc:
-            with self._cond:
+            with self._lock:
                 self._acks.extend(acks)
-                self._reconcile_needed |= isinstance(
-                    exc, connection.ConnectionError | connection.TimeoutError
-                )
+                self._reconcile_needed = True
+            if raise_errors:
+                raise
             log.warning("ack: Redis error, will retry: %s", exc)
             return
-        with self._cond:
+        with self._lock:
             self._forget(acks)
 
     # -- blocking waiters -------------------------------------------------------------------------
@@ -258,9 +260,9 @@ class Fetcher:
         key = self.keys.queue(name)
         backoff = RedisBackoff(f"fetch {name}")
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._hungry() and not self._stop.is_set():
-                    self._cond.wait()
+                    self._wcond.wait()
                 if self._stop.is_set():
                     return
                 self._in_blmove += 1
@@ -273,88 +275,104 @@ class Fetcher:
                 )
                 backoff.ok()
             except connection.RedisError as exc:
-                with self._cond:
-                    if isinstance(exc, CONNECTION_ERRORS):
-                        # The move may have happened with its reply lost. Reconcile runs in a leader:
-                        # stop being dry so that an idle processor leads (and reconciles) now.
-                        self._reconcile_needed = True
-                        self._dry = False
-                        self._cond.notify()
+                with self._lock:
+                    # The move may have happened with its reply lost. Reconcile runs in a leader:
+                    # stop being dry so that an idle processor leads (and reconciles) now.
+                    self._reconcile_needed = True
+                    self._dry = False
+                    self._cond.notify()
                 backoff.failed(exc, self._stop)
             finally:
-                with self._cond:
+                with self._lock:
+                    if raw is not None:
+                        # Held before reconcile may look: it must never take this job for a stranger.
+                        self._held[raw] += 1
                     self._in_blmove -= 1
-                    self._cond.notify_all()
+                    self._wcond.notify_all()
             if raw is None:
                 continue
             work = Work(raw, name)
-            with self._cond:
-                self._held[raw] += 1
-                if not self._quiet:
+            with self._lock:
+                if not self._quiet and self._idle > len(self._buffer):
                     self._buffer.append(work)
                     self._dry = False
-                    self._cond.notify_all()
+                    # One processor for this job, one to lead a batch fetch: a job rarely comes alone.
+                    self._cond.notify(2)
                     continue
-            self.push_back([work])  # arrived after quiet: straight back to the head of its queue
+            # Quiet, or no processor is free for it (another waiter or a leader was faster): back to
+            # the head of its queue, where another worker may take it now.
+            self.push_back([work], log_errors=True)
 
     # -- quiet, stop, push back -------------------------------------------------------------------
     def quiet(self) -> None:
         """Stop handing out jobs; buffered jobs that never started go back to their queues."""
-        with self._cond:
+        with self._lock:
             self._quiet = True
             unstarted = list(self._buffer)
             self._buffer.clear()
             self._cond.notify_all()
-        if unstarted:
-            self.push_back(unstarted)
+            self._wcond.notify_all()
+        self.push_back(unstarted, log_errors=True)
 
     def stop(self, deadline: float) -> None:
-        """Quiet, and wait (until ``deadline``) for the waiters to leave BLMOVE."""
+        """Quiet, then wait (until ``deadline``) for the waiters to leave BLMOVE and a leader to
+        finish its fetch, so nothing moves into the private list after the final drain."""
         self.quiet()
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._wcond.notify_all()
         for t in self._waiters:
             t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            while self._fetching and time.monotonic() < deadline:
+                self._wcond.wait(0.05)
 
-    def push_back(self, works: Sequence[Work]) -> int:
-        """Put jobs back at the head of their queues (undecodable ones into `dead`)."""
-        if not works:
-            return 0
-        dead = self.keys.dead
-        keys = [self.inflight, dead] + [self.keys.queue(w.queue) for w in works]
-        moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
-        with self._cond:
-            self._forget([w.raw for w in works])
-        return moved
-
-    def drain(self) -> int:
-        """At exit: everything still in the private list goes back to its queue."""
-        raws = cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1))
-        works = [Work(raw, payload.queue_of(raw) or "") for raw in raws]
-        return self._push_back_routed(works)
-
-    def _push_back_routed(self, works: list[Work]) -> int:
+    def push_back(self, works: Sequence[Work], *, forget: bool = True, log_errors: bool = False) -> int:
+        """Put jobs back at the head of their queues (RPUSH); a job without a queue (undecodable)
+        goes to `dead` unchanged. ``log_errors``: on a Redis error the jobs stay in the private
+        list (still held: the final `drain` or a recovery takes them) and the error is logged."""
         if not works:
             return 0
         keys = [self.inflight, self.keys.dead]
         keys += [self.keys.queue(w.queue) if w.queue else self.keys.dead for w in works]
-        moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
-        with self._cond:
-            self._forget([w.raw for w in works])
+        try:
+            moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
+        except connection.RedisError as exc:
+            if not log_errors:
+                raise
+            log.warning(
+                "could not push %d job(s) back yet (they stay in the private list): %s", len(works), exc
+            )
+            return 0
+        if forget:
+            with self._lock:
+                self._forget([w.raw for w in works])
         return moved
 
-    # -- after a connection error -----------------------------------------------------------------
+    def _push_back_unlocked(self, works: Sequence[Work]) -> None:
+        """`push_back` from code that holds the lock."""
+        self._lock.release()
+        try:
+            self.push_back(works, log_errors=True)
+        finally:
+            self._lock.acquire()
+
+    def drain(self) -> int:
+        """At exit: everything still in the private list goes back to its queue."""
+        raws = cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1))
+        return self.push_back([Work(raw, payload.queue_of(raw) or "") for raw in raws])
+
+    # -- after a Redis error ----------------------------------------------------------------------
     def reconcile(self) -> None:
         """Push back private-list entries this worker does not hold (a fetch whose reply was lost).
 
         Runs in the leader with no other fetch and no BLMOVE in progress, so every entry that is not
         held was moved in by a call whose reply never arrived.
         """
-        with self._cond:
+        with self._lock:
             self._reconciling = True
             while self._in_blmove:
-                self._cond.wait(0.1)
+                self._wcond.wait(0.1)
             held = Counter(self._held)
         try:
             strangers: list[Work] = []
@@ -364,22 +382,15 @@ class Fetcher:
                 else:
                     strangers.append(Work(raw, payload.queue_of(raw) or ""))
             if strangers:
-                with self._cond:
-                    for w in strangers:  # _push_back_routed forgets them again
-                        self._held[w.raw] += 1
-                moved = self._push_back_routed(strangers)
+                moved = self.push_back(strangers, forget=False)  # never held: nothing to forget
                 log.warning("reconcile: pushed back %d job(s) whose fetch reply was lost", moved)
             self._reconcile_needed = False
         finally:
-            with self._cond:
+            with self._lock:
                 self._reconciling = False
-                self._cond.notify_all()
+                self._wcond.notify_all()
 
     # -- introspection ----------------------------------------------------------------------------
     @property
     def is_quiet(self) -> bool:
         return self._quiet
-
-    def held_count(self) -> int:
-        with self._cond:
-            return sum(self._held.values())

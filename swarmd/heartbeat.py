@@ -116,12 +116,17 @@ class Heartbeat:
         signal = pipe.execute()[-1]
         return signal.decode(errors="replace") if signal else None
 
-    def clear(self) -> None:
-        """At a clean exit, once the private list is empty: leave `processes` and swarmd's
-        registry (the ``<identity>`` hash expires by itself, as in Sidekiq)."""
-        k = self.keys
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.srem(k.processes, self.identity)
-        pipe.delete(k.work(self.identity), k.workers(self.identity), k.alive(self.identity))
-        pipe.srem(k.swarmd_workers, self.identity)
-        pipe.execute()
+    def clear(self) -> bool:
+        """At a clean exit: leave `processes` (the ``<identity>`` hash expires by itself, as in
+        Sidekiq) and, if the private list is empty, swarmd's registry (``lua/leave.lua``). Returns
+        whether the list was empty."""
+        k, ident = self.keys, self.identity
+        keys = [
+            k.processes,
+            k.work(ident),
+            k.workers(ident),
+            k.alive(ident),
+            k.swarmd_workers,
+            k.inflight(ident),
+        ]
+        return bool(connection.load_script(self.redis, "leave")(keys=keys, args=[ident]))

@@ -96,8 +96,17 @@ def check_json_native(value: object, path: str) -> None:
 
 
 def encode(job: Mapping[str, Any]) -> bytes:
-    """Compact JSON bytes, UTF-8, no NaN."""
-    return json.dumps(job, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact JSON bytes, UTF-8, no NaN.
+
+    A lone surrogate (from a ``\\udcff`` escape in a job someone else wrote, or an exception message
+    made of undecodable bytes) cannot be UTF-8: then the whole job is written with ASCII escapes, which
+    is the same JSON value.
+    """
+    text = json.dumps(job, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(job, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 def build(

@@ -113,6 +113,12 @@ class Processor:
                 break
             except connection.RedisError as exc:
                 backoff.failed(exc)
-        # Given up: the entry stays in the private list and goes back to its queue when the worker
-        # stops (Fetcher.drain) or is recovered.
+            except Exception:  # a bug while building the failure record: keep the job, as it came
+                log.exception("could not record the failure; moving the job to dead unchanged")
+                store = functools.partial(self.retrier.kill, work, None, "swarmd.InternalError", "")
+        else:
+            # Given up: the entry stays in the private list and goes back to its queue when the worker
+            # stops (Fetcher.drain) or is recovered; it is not held any more, so a reconcile after a
+            # later connection error may push it back sooner.
+            log.error("Redis kept failing; job left in the private list for the next push back")
         self.fetcher.release(work)

@@ -17,7 +17,9 @@ counted too; they reach the limit only if they shared three crashes with it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from typing import Any, cast
 
 from swarmd import connection, payload
@@ -28,16 +30,18 @@ log = logging.getLogger("swarmd")
 
 POISON_CRASHES = 3
 CRASH_TTL = 24 * 3600
-LOCK_TTL = 60
+LOCK_TTL = 10  # refreshed after every batch of 100 jobs; a dead recoverer's lock frees quickly
 
 
 def recover_worker(
     redis: connection.Redis, keys: Keys, identity: str, *, force: bool = False
-) -> tuple[int, int]:
-    """Push a dead worker's in-flight jobs back; return (requeued, sent to dead)."""
+) -> tuple[int, int] | None:
+    """Push a dead worker's in-flight jobs back; return (requeued, sent to dead), or None when
+    another recoverer holds the lock (the caller may try again later)."""
     lock = keys.recovering(identity)
-    if not redis.set(lock, "1", nx=True, ex=LOCK_TTL):
-        return (0, 0)
+    token = os.urandom(8).hex()
+    if not redis.set(lock, token, nx=True, ex=LOCK_TTL):
+        return None
     try:
         script = connection.load_script(redis, "recover")
         inflight = keys.inflight(identity)
@@ -50,7 +54,7 @@ def recover_worker(
                 try:
                     job = payload.decode(raw)
                 except DecodeError:
-                    script_keys += [keys.dead, keys.crashes("-")]
+                    script_keys += [keys.dead, keys.crashes(hashlib.sha1(raw).hexdigest())]
                     args += [raw, raw]
                     continue
                 poison = dict(job.data)
@@ -59,11 +63,13 @@ def recover_worker(
                     POISON_JOB,
                     f"in flight in a worker that crashed {POISON_CRASHES} times (last: {identity})",
                 )
-                script_keys += [keys.queue(job.queue), keys.crashes(job.jid)]
+                jid = job.data.get("jid") or hashlib.sha1(raw).hexdigest()  # no jid: one counter per job
+                script_keys += [keys.queue(job.queue), keys.crashes(str(jid))]
                 args += [raw, payload.encode(poison)]
             result = script(keys=script_keys, args=args)
             if result == -1:
-                return (0, 0)
+                return (requeued, poisoned)  # alive after all (it beat again): nothing to recover
+            redis.expire(lock, LOCK_TTL)
             requeued += int(result[0])
             poisoned += int(result[1])
             if not raws or len(raws) < 100:
@@ -77,7 +83,8 @@ def recover_worker(
             )
         return (requeued, poisoned)
     finally:
-        redis.delete(lock)
+        if redis.get(lock) == token.encode():  # never release a lock that expired and was re-taken
+            redis.delete(lock)
 
 
 def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str | None = None) -> int:
@@ -87,8 +94,9 @@ def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str 
         identity = member.decode(errors="replace")
         if identity == own_identity or redis.exists(keys.alive(identity)):
             continue
-        requeued, poisoned = recover_worker(redis, keys, identity)
-        total += requeued + poisoned
+        result = recover_worker(redis, keys, identity)
+        if result is not None:
+            total += result[0] + result[1]
     return total
 
 

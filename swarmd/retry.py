@@ -55,8 +55,11 @@ class Retrier:
         self._script = connection.load_script(redis, "fail")
 
     def failed(self, work: Work, job: payload.Job, exc: BaseException) -> str:
-        """Record a failure; return where the job went: "retry", "dead" or "drop"."""
-        data = job.data
+        """Record a failure; return where the job went: "retry", "dead" or "drop".
+
+        Works on a copy of the job: a caller that retries this after a Redis error must not count
+        the failure twice."""
+        data = dict(job.data)
         backtrace_opt = data.get("backtrace")
         lines: list[str] | None = None
         if backtrace_opt:
@@ -79,6 +82,7 @@ class Retrier:
     def kill(self, work: Work, data: dict[str, Any] | None, error_class: str, message: str) -> str:
         """Straight to `dead`: unchanged raw bytes when ``data`` is None (undecodable)."""
         if data is not None:
+            data = dict(data)  # see `failed`: callers may retry this
             payload.record_failure(data, error_class, message)
         return self._store(work, data, "dead", payload.now())
 

@@ -18,6 +18,7 @@ from swarmd.keys import Keys
 log = logging.getLogger("swarmd")
 
 BATCH = 100
+MAX_BATCHES = 20  # per poll: the housekeeping loop (and so the heartbeat) never waits long
 
 
 class Scheduler:
@@ -26,11 +27,16 @@ class Scheduler:
         self.keys = keys
         self._script = connection.load_script(redis, "schedule")
 
-    def poll(self) -> int:
-        """Move every due job; return how many moved."""
+    def poll(self) -> int | None:
+        """Move due jobs; return how many moved, or None when more are due than one poll's budget
+        (`MAX_BATCHES` of `BATCH`): the caller polls again at once."""
         moved = 0
+        batches = 0
         for zset in (self.keys.retry, self.keys.schedule):
             while True:
+                if batches == MAX_BATCHES:
+                    return None
+                batches += 1
                 now = payload.now()
                 members = cast(
                     "list[bytes]", self.redis.zrange(zset, "-inf", now, byscore=True, offset=0, num=BATCH)

@@ -224,11 +224,14 @@ def _recover_inflight(identity: str, config: Config) -> bool:
     # A short-lived connection: the supervisor holds none when it forks.
     client = connection.connect(config.redis_url)
     try:
-        recovery.recover_worker(client, Keys(config.namespace), identity, force=True)
-        return True
+        # None: another recoverer holds the lock (it may have died mid-way): try again in a second.
+        return recovery.recover_worker(client, Keys(config.namespace), identity, force=True) is not None
     except connection.RedisError as exc:
         log.warning("cannot recover the in-flight jobs of %s yet: %s", identity, exc)
         return False
+    except Exception:  # a bug must not stop the supervisor; the liveness key still leads to the list
+        log.exception("recovering the in-flight jobs of %s failed", identity)
+        return True
     finally:
         client.close()
 

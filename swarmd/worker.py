@@ -151,17 +151,16 @@ class Worker:
             time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
         self.fetcher.stop(waiter_deadline)
         unfinished = len(self.busy)
-        self._settle_redis(self.fetcher.flush_acks, "flush acks")
+        self._settle_redis(lambda: self.fetcher.flush_acks(raise_errors=True), "flush acks")
         # Jobs still running are pushed back BEFORE the process exits: worse to lose a job than
         # to run it twice. A job that finishes after this finds its entry gone and acks nothing.
         pushed = self._settle_redis(self.fetcher.drain, "push back in-flight jobs")
-        drained = self._settle_redis(lambda: self.redis.llen(self.keys.inflight(self.identity)) == 0, "check")
         if unfinished:
             log.warning("timeout: %d job(s) still running were pushed back to their queues", unfinished)
         elif pushed:
             log.info("pushed %d unstarted job(s) back to their queues", pushed)
-        if drained:  # otherwise stay registered, so that recovery finds what is left
-            self._settle_redis(self.heartbeat.clear, "leave the process set")
+        # Stays in swarmd's registry if anything is left in the private list, so recovery finds it.
+        self._settle_redis(self.heartbeat.clear, "leave the process set")
         self._set_title()
 
     def hurry(self) -> None:
@@ -191,14 +190,19 @@ class Worker:
                 if remote:
                     self._remote_signal(remote)
             if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
-                self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.5)
-                self.scheduler.poll()
+                # Jittered so workers spread their polls; never later than poll_interval (SPEC: a
+                # job due at T starts by T + 1 s). A poll that hit its budget comes back at once.
+                self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.0)
+                if self.scheduler.poll() is None:
+                    self._next_poll = now
             if not stopping and now >= self._next_recovery:
                 self._next_recovery = now + cfg.recovery_interval
                 recovery.recover_dead_workers(self.redis, self.keys, self.identity)
                 recovery.prune_processes(self.redis, self.keys)
         except connection.RedisError as exc:
             log.warning("housekeeping: Redis error: %s", exc)
+        except Exception:  # a bug must not stop the beat: the liveness key keeps this worker's jobs
+            log.exception("housekeeping failed; carrying on")
         while self._dead_processors:
             proc, error = self._dead_processors.pop()
             log.error("processor thread died, starting a new one: %r", error)

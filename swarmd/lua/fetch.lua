@@ -14,9 +14,9 @@ local acked = 0
 for i = 3, #ARGV do
   acked = acked + redis.call('LREM', inflight, -1, ARGV[i])
 end
-if #ARGV > 2 then
-  redis.call('INCRBY', KEYS[2], #ARGV - 2)
-  redis.call('INCRBY', KEYS[3], #ARGV - 2)
+if acked > 0 then  -- an ack sent again after a lost reply removes nothing and counts nothing
+  redis.call('INCRBY', KEYS[2], acked)
+  redis.call('INCRBY', KEYS[3], acked)
   redis.call('EXPIRE', KEYS[3], ARGV[2])
 end
 local want = tonumber(ARGV[1])

@@ -85,6 +85,13 @@ JOBS_SOURCE = textwrap.dedent(
         raise ValueError(f"boom {token}")
 
 
+    @swarmd.job(name="FailUndecodable")
+    def fail_undecodable(token):
+        """Fails with a message holding a lone surrogate (a file name of undecodable bytes)."""
+        note("fail", token, os.getpid())
+        raise ValueError("no such file: " + os.fsdecode(b"\\xff.png"))
+
+
     def _deep(n, token):
         if n == 0:
             raise ValueError(f"deep {token}")

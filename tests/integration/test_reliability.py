@@ -266,3 +266,27 @@ def test_a_frozen_workers_blocked_fetch_cannot_strand_a_job(app: App) -> None:
         a.kill_group()  # the frozen host never comes back
     assert ran, f"z1 never ran; A's private list: {app.r.lrange(f'swarmd:inflight:{ident_a}', 0, -1)}"
     assert app.count() == {"z1": 1}
+
+
+def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.Redis, redis_url: str) -> None:
+    # The processor re-runs Retrier.failed after a Redis error; the attempt that failed must not have
+    # counted the failure already, or a blip would burn the job's retries (and drop it with dead: false).
+    from swarmd import connection
+    from swarmd.keys import Keys
+    from swarmd.payload import Work, build, decode, encode
+    from swarmd.retry import Retrier
+
+    keys = Keys()
+    raw = encode(build("Fail", ["x"], None, {"queue": "default", "retry": 3}))
+    r.lpush(keys.inflight("me"), raw)
+    client = connection.connect(redis_url)
+    retrier = Retrier(client, keys, keys.inflight("me"))
+    job = decode(raw)
+    retrier.failed(Work(raw, "default"), job, ValueError("first attempt, reply lost"))
+    assert "retry_count" not in job.data
+    r.delete(keys.retry)
+    r.lpush(keys.inflight("me"), raw)
+    assert retrier.failed(Work(raw, "default"), job, ValueError("second attempt")) == "retry"
+    stored = json.loads(r.zrange(keys.retry, 0, 0)[0])
+    assert stored["retry_count"] == 0
+    client.close()

@@ -466,3 +466,40 @@ def test_pidfile_written_removed_and_a_second_instance_refused(app: App) -> None
     first.signal(signal.SIGTERM)
     assert first.wait_exit() == 0
     assert not pidfile.exists()
+
+
+def test_an_idle_processor_takes_a_new_job_while_others_run_long_ones(app: App) -> None:
+    # Three processors; two block on long jobs. A job pushed now must run on the third at once, not
+    # when a long job ends (a partial fetch once left idle processors asleep beside the queue).
+    app.start(config=app.config(concurrency=3))
+    app.enqueue("Block", "long1")
+    app.enqueue("Block", "long2")
+    app.wait_tokens(["long1", "long2"], phase="start")
+    app.enqueue("Record", "quick")
+    app.wait_tokens(["quick"])
+    assert app.tokens(phase="done") == ["quick"]  # the long jobs are still running
+    app.flag("long1")
+    app.flag("long2")
+    app.wait_tokens(["long1", "long2"])
+
+
+def test_a_long_job_at_the_head_does_not_hold_back_the_job_behind_it(app: App) -> None:
+    # Both jobs are queued before the worker starts: with free processors, both run together.
+    app.enqueue("Block", "head")
+    app.enqueue("Record", "behind")
+    app.start(config=app.config(concurrency=3))
+    app.wait_tokens(["behind"])
+    assert app.tokens(phase="start") == ["head"]
+    app.flag("head")
+    app.wait_tokens(["head"])
+
+
+def test_a_failure_message_with_undecodable_bytes_is_recorded_and_the_worker_carries_on(app: App) -> None:
+    app.start(config=app.config(concurrency=1))
+    app.enqueue("FailUndecodable", "odd")
+    wait_until(lambda: app.r.zcard("retry") == 1, 10, what="the failed job in retry")
+    entry = json.loads(app.r.zrange("retry", 0, 0)[0])
+    assert entry["error_message"] == "no such file: \udcff.png"  # kept as a JSON \\udcff escape
+    assert entry["error_class"] == "ValueError"
+    app.enqueue("Record", "after")
+    app.wait_tokens(["after"])
