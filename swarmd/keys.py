@@ -41,10 +41,6 @@ class Keys:
     def queue(self, name: str) -> str:
         return self._k(f"queue:{name}")
 
-    def queue_name(self, key: str) -> str:
-        """Inverse of `queue`: ``queue:<name>`` (with namespace) -> ``<name>``."""
-        return key[len(self.queue("")) :]
-
     @property
     def schedule(self) -> str:
         return self._k("schedule")

@@ -102,7 +102,7 @@ class Retrier:
             args += [payload.now() - self.dead_timeout, self.dead_max_jobs]
         if not self._script(keys=keys, args=args):
             log.warning(
-                "job was no longer in this worker's in-flight list (pushed back or recovered); "
-                "it will run again from its queue"
+                "job was no longer in this worker's in-flight list: pushed back or recovered (it runs "
+                "again from its queue), or stored by an earlier attempt whose reply was lost"
             )
         return mode
