@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -73,6 +76,67 @@ class Ledger:
             timeout_s,
             what=f"{len(want)} job(s) to reach {phase!r} (have {len(want & set(self.tokens(phase)))})",
         )
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that have not exited yet (zombies have closed their sockets)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+class Daemon:
+    """A `python -m swarmd` subprocess in its own session (its pid is its process group id)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out_path: Path, args: Sequence[str]) -> None:
+        self.proc = proc
+        self.out_path = out_path
+        self.args = list(args)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def lines(self) -> list[str]:
+        return [line for line in self.output().splitlines() if line.strip()]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole process group: the daemon and any worker it forked (a host crash).
+
+        Returns once every member has exited: a worker that is still dying keeps its BLMOVE blocked
+        in Redis, which would take a job pushed by the next step of the test.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        wait_until(lambda: not live_group_members(self.proc.pid), 10, what="the process group to exit")
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"swarmd {self.args} did not exit within {timeout_s} s:\n{self.output()}")
+
+    def wait_log(self, text: str, timeout_s: float = 20.0, count: int = 1) -> None:
+        wait_until(lambda: self.output().count(text) >= count, timeout_s, what=f"{text!r} in swarmd's output")
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import yaml
 
 from swarmd import payload
 from swarmd.client import Client
-from tests.conftest import Ledger, wait_until
+from tests.conftest import Daemon, Ledger, wait_until
 
 JOBS_MODULE = "swarmd_testjobs"
 
@@ -141,72 +140,11 @@ sys.exit(Worker(config).run())
 _SCRUBBED_ENV = ("REDIS_URL", "APP_ENV", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
 
-def live_group_members(pgid: int) -> list[int]:
-    """Pids in process group ``pgid`` that have not exited yet (zombies have closed their sockets)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-class Daemon:
-    """A `python -m swarmd` subprocess in its own session (its pid is its process group id)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], out_path: Path, args: Sequence[str]) -> None:
-        self.proc = proc
-        self.out_path = out_path
-        self.args = list(args)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def lines(self) -> list[str]:
-        return [line for line in self.output().splitlines() if line.strip()]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def kill_group(self) -> None:
-        """SIGKILL the whole process group: the daemon and any worker it forked (a host crash).
-
-        Returns once every member has exited: a worker that is still dying keeps its BLMOVE blocked
-        in Redis, which would take a job pushed by the next step of the test.
-        """
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        wait_until(lambda: not live_group_members(self.proc.pid), 10, what="the process group to exit")
-
-    def wait_exit(self, timeout_s: float = 15.0) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"swarmd {self.args} did not exit within {timeout_s} s:\n{self.output()}")
-
-    def wait_log(self, text: str, timeout_s: float = 10.0) -> None:
-        wait_until(lambda: text in self.output(), timeout_s, what=f"{text!r} in swarmd's output")
 
 
 class App(Ledger):

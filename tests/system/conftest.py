@@ -13,10 +13,8 @@ printed, which pytest shows only when the test failed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -33,6 +31,7 @@ import redis
 import yaml
 
 from swarmd.client import Client
+from tests.conftest import Daemon as BaseDaemon
 from tests.conftest import Ledger, wait_until
 
 JOBS_MODULE = "swarm_jobs"
@@ -181,26 +180,8 @@ class SyslogSocket:
         self.sock.close()
 
 
-class Daemon:
-    """A `python -m swarmd` subprocess in its own session (its pid is its process group id)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], out_path: Path, args: Sequence[str]) -> None:
-        self.proc = proc
-        self.out_path = out_path
-        self.args = list(args)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
+class Daemon(BaseDaemon):
+    """The shared daemon handle, plus the supervisor's workers as /proc shows them."""
 
     def workers(self) -> list[int]:
         """The supervisor's live children (its workers), from /proc."""
@@ -226,20 +207,6 @@ class Daemon:
 
         pids = wait_until(ready, timeout_s, what=f"{count} booted workers (not {list(exclude)})")
         return cast("list[int]", pids)
-
-    def wait_exit(self, timeout_s: float = 30.0) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"swarmd {self.args} did not exit within {timeout_s} s:\n{self.output()}")
-
-    def wait_log(self, text: str, timeout_s: float = 20.0, count: int = 1) -> None:
-        wait_until(lambda: self.output().count(text) >= count, timeout_s, what=f"{text!r} in swarmd's output")
-
-    def kill_group(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 def _state(pid: int) -> str:
