@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 
 import pytest
 
 import swarmd
+from swarmd.client import Client
+from swarmd.devredis import RedisServer
 from tests.conftest import SIDEKIQ_YML
 from tests.integration.conftest import JOBS_MODULE, App, free_port
 
@@ -165,3 +168,30 @@ def test_pidfile_symlink_is_refused(app: App) -> None:
     assert "symlink" in result.stderr
     assert "Traceback" not in result.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("url_auth", ["default-user", "acl-user"])
+def test_a_wrong_password_exits_69_at_once_with_one_line(
+    redis_factory: Callable[..., RedisServer], app: App, url_auth: str
+) -> None:
+    # SPEC 3.4: a wrong password fails fast with one clear line, no reconnect storm; the right one
+    # (legacy requirepass, or an ACL user) boots.
+    server = redis_factory(
+        port=free_port(),
+        extra_args=("--requirepass", "right-pw", "--user", "jobs", "on", ">jobs-pw", "~*", "&*", "+@all"),
+    )
+    user, right = ("", "right-pw") if url_auth == "default-user" else ("jobs", "jobs-pw")
+    wrong_url = f"redis://{user}:wrong-pw@127.0.0.1:{server.port}/0"
+    result = app.run("-r", JOBS_MODULE, "--redis-url", wrong_url)
+    assert result.returncode == 69, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, result.stderr
+    assert "credentials" in errors[0] or "password" in errors[0].lower()
+    assert "wrong-pw" not in result.stderr
+    assert "Traceback" not in result.stderr
+    right_url = f"redis://{user}:{right}@127.0.0.1:{server.port}/0"
+    app.client = Client(right_url)
+    d = app.start("--redis-url", right_url)
+    app.enqueue("Record", "authenticated")
+    app.wait_tokens(["authenticated"])
+    assert "right-pw" not in d.output() and "jobs-pw" not in d.output()
