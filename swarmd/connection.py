@@ -30,6 +30,7 @@ log = logging.getLogger("swarmd")
 
 MIN_REDIS = (6, 2)
 Redis = redis.Redis
+Connection = redis.connection.AbstractConnection
 ConnectionError = redis.ConnectionError
 TimeoutError = redis.TimeoutError
 RedisError = redis.RedisError

@@ -21,6 +21,7 @@ milliseconds without polling, and a quiet worker stops within `fetch_timeout`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -119,6 +120,7 @@ class Fetcher:
         self._reconciling = False
         self._stop = threading.Event()
         self._waiters: list[threading.Thread] = []
+        self._waiter_ids: dict[str, int] = {}  # queue -> CLIENT ID of its waiter's connection
         self._backoff = RedisBackoff("fetch")
 
     # -- processors -------------------------------------------------------------------------------
@@ -257,8 +259,19 @@ class Fetcher:
         )
 
     def _wait_loop(self, name: str) -> None:
+        # A connection of its own for the thread's life, whose CLIENT ID lets stop() end a blocked
+        # BLMOVE at once (CLIENT UNBLOCK) instead of waiting out its timeout.
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            self._wait_on(name, conn)
+        finally:
+            pool.release(conn)
+
+    def _wait_on(self, name: str, conn: connection.Connection) -> None:
         key = self.keys.queue(name)
         backoff = RedisBackoff(f"fetch {name}")
+        client_id: int | None = None
         while True:
             with self._lock:
                 while not self._hungry() and not self._stop.is_set():
@@ -268,13 +281,18 @@ class Fetcher:
                 self._in_blmove += 1
             raw: bytes | None = None
             try:
+                if client_id is None:
+                    conn.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
+                    client_id = int(conn.read_response())
+                    with self._lock:
+                        self._waiter_ids[name] = client_id
                 # Atomic move: the job is in the private list before the reply leaves Redis.
-                raw = cast(
-                    "bytes | None",
-                    self.redis.blmove(key, self.inflight, self.fetch_timeout, "RIGHT", "LEFT"),  # type: ignore[arg-type]
-                )
+                conn.send_command("BLMOVE", key, self.inflight, "RIGHT", "LEFT", self.fetch_timeout)  # type: ignore[no-untyped-call]
+                raw = cast("bytes | None", conn.read_response())
                 backoff.ok()
             except connection.RedisError as exc:
+                conn.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next command, new client id
+                client_id = None
                 with self._lock:
                     # The move may have happened with its reply lost. Reconcile runs in a leader:
                     # stop being dry so that an idle processor leads (and reconciles) now.
@@ -321,8 +339,16 @@ class Fetcher:
         self._stop.set()
         with self._lock:
             self._wcond.notify_all()
-        for t in self._waiters:
-            t.join(max(0.0, deadline - time.monotonic()))
+        # End blocked BLMOVEs now (as if they timed out); repeated, since a waiter may have been
+        # about to send one when the first unblock went out.
+        while any(t.is_alive() for t in self._waiters) and time.monotonic() < deadline:
+            with self._lock:
+                ids = list(self._waiter_ids.values())
+            for client_id in ids:
+                with contextlib.suppress(connection.RedisError):
+                    self.redis.client_unblock(client_id)
+            for t in self._waiters:
+                t.join(min(0.05, max(0.0, deadline - time.monotonic())))
         with self._lock:
             while self._fetching and time.monotonic() < deadline:
                 self._wcond.wait(0.05)
