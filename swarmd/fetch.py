@@ -262,7 +262,15 @@ class Fetcher:
         # A connection of its own for the thread's life, whose CLIENT ID lets stop() end a blocked
         # BLMOVE at once (CLIENT UNBLOCK) instead of waiting out its timeout.
         pool = self.redis.connection_pool
-        conn = pool.get_connection()
+        backoff = RedisBackoff(f"fetch {name}")
+        while not self._stop.is_set():
+            try:
+                conn = pool.get_connection()  # connects: Redis may be down right now
+                break
+            except connection.RedisError as exc:
+                backoff.failed(exc, self._stop)
+        else:
+            return
         try:
             self._wait_on(name, conn)
         finally:
