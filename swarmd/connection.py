@@ -34,6 +34,7 @@ Connection = redis.connection.AbstractConnection
 ConnectionError = redis.ConnectionError
 TimeoutError = redis.TimeoutError
 RedisError = redis.RedisError
+ResponseError = redis.ResponseError
 
 
 def connect(url: str, *, blocking_timeout: float = 2.0, max_connections: int | None = None) -> redis.Redis:
@@ -48,7 +49,7 @@ def connect(url: str, *, blocking_timeout: float = 2.0, max_connections: int | N
         socket_connect_timeout=5.0,
         retry=Retry(NoBackoff(), 0),
         max_connections=max_connections,
-        client_name="swarmd",
+        # No client_name: CLIENT SETNAME on every connect would lock out least-privilege ACL users.
         **options,
     )
 

@@ -290,8 +290,7 @@ class Fetcher:
             raw: bytes | None = None
             try:
                 if client_id is None:
-                    conn.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
-                    client_id = int(conn.read_response())
+                    client_id = self._client_id(conn)
                     with self._lock:
                         self._waiter_ids[name] = client_id
                 # Atomic move: the job is in the private list before the reply leaves Redis.
@@ -329,6 +328,16 @@ class Fetcher:
             # the head of its queue, where another worker may take it now.
             self.push_back([work], log_errors=True)
 
+    @staticmethod
+    def _client_id(conn: connection.Connection) -> int:
+        """This connection's CLIENT ID, or 0 when an ACL forbids CLIENT (stop then waits out the
+        blocking timeout instead of unblocking)."""
+        conn.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
+        try:
+            return int(conn.read_response())
+        except connection.ResponseError:
+            return 0
+
     # -- quiet, stop, push back -------------------------------------------------------------------
     def quiet(self) -> None:
         """Stop handing out jobs; buffered jobs that never started go back to their queues."""
@@ -353,8 +362,9 @@ class Fetcher:
             with self._lock:
                 ids = list(self._waiter_ids.values())
             for client_id in ids:
-                with contextlib.suppress(connection.RedisError):
-                    self.redis.client_unblock(client_id)
+                if client_id:
+                    with contextlib.suppress(connection.RedisError):
+                        self.redis.client_unblock(client_id)
             for t in self._waiters:
                 t.join(min(0.05, max(0.0, deadline - time.monotonic())))
         with self._lock:

@@ -195,3 +195,20 @@ def test_a_wrong_password_exits_69_at_once_with_one_line(
     app.enqueue("Record", "authenticated")
     app.wait_tokens(["authenticated"])
     assert "right-pw" not in d.output() and "jobs-pw" not in d.output()
+
+
+def test_an_acl_user_without_client_commands_runs_and_stops(
+    redis_factory: Callable[..., RedisServer], app: App
+) -> None:
+    # A least-privilege ACL user (no CLIENT commands): swarmd must not depend on CLIENT SETNAME, ID or
+    # UNBLOCK to work; it only stops less promptly (waiting out the blocking fetch timeout).
+    server = redis_factory(
+        port=free_port(), extra_args=("--user", "jobs", "on", ">jobs-pw", "~*", "&*", "+@all", "-client")
+    )
+    url = f"redis://jobs:jobs-pw@127.0.0.1:{server.port}/0"
+    app.client = Client(url)
+    d = app.start("--redis-url", url)
+    app.enqueue("Record", "least-privilege")
+    app.wait_tokens(["least-privilege"])
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
