@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import redis
 
-from swarmd.devredis import RedisServer
+from swarmd.devredis import redis_url_or_private
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -185,12 +185,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
         with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
             f.write(JOB_MODULE)
-        server = None
-        url = os.environ.get("REDIS_URL")
-        if not url:
-            server = RedisServer().start()
-            url = server.url
-        try:
+        with redis_url_or_private() as url:
             r = redis.Redis.from_url(url)
             ready = []
             for _ in range(args.runs):
@@ -228,9 +223,6 @@ def main() -> None:
             rows.append(("killed worker: jobs back in queue", _stats([b for b, _ in results], "s"), "<= 2 s"))
             rows.append(("killed worker: replacement booted", _stats([t for _, t in results], "s"), "<= 1 s"))
             r.close()
-        finally:
-            if server is not None:
-                server.stop()
     if not args.skip_throughput:  # throughput.py starts its own Redis (or uses REDIS_URL)
         for processes in (1, 2):
             res = throughput(processes, args.jobs, args.throughput_runs)

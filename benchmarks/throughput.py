@@ -25,7 +25,7 @@ import time
 import redis
 
 import swarmd
-from swarmd.devredis import RedisServer
+from swarmd.devredis import redis_url_or_private
 
 # Commands only a client sends (each is one round trip); everything else ran inside a script or a
 # MULTI block that counts once as EXEC.
@@ -129,18 +129,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
         with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
             f.write(JOB_MODULE)
-        server = None
-        url = os.environ.get("REDIS_URL")
-        if not url:
-            server = RedisServer().start()
-            url = server.url
-        try:
+        with redis_url_or_private() as url:
             results = [
                 run_once(url, args.jobs, args.processes, args.concurrency, workdir) for _ in range(args.runs)
             ]
-        finally:
-            if server is not None:
-                server.stop()
     print(
         f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
         f"concurrency {args.concurrency}, {args.runs} run(s)"

@@ -9,12 +9,14 @@ and is always shut down: by `stop()`, by the context manager, and at interpreter
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 
@@ -114,3 +116,14 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def redis_url_or_private() -> Iterator[str]:
+    """``$REDIS_URL`` if set (used as is), else the URL of a private server for the block."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
