@@ -14,9 +14,15 @@ Where a job is at every instant (this is what "no job is ever lost" rests on):
    removed it, so two paths can never both act on one entry.
 
 Batching: one processor thread at a time is the *leader*; it fetches as many jobs as there are idle
-processors in one script call that also carries the pending acks. When that finds nothing, one waiter
-thread per queue blocks in BLMOVE (timeout `fetch_timeout`), so an idle worker picks a new job up in
-milliseconds without polling, and a quiet worker stops within `fetch_timeout`.
+processors in one script call that also carries the pending acks. When that drains the queues, one
+waiter thread per queue blocks in BLMOVE (timeout `fetch_timeout`) on a connection of its own, so an
+idle worker picks a new job up in about a millisecond without polling; `stop` ends those BLMOVEs at
+once with CLIENT UNBLOCK (or, where an ACL forbids CLIENT, within `fetch_timeout`).
+
+Wake-ups: every processor that becomes free leads one fetch before it sleeps; a fetch that filled
+every idle processor wakes one more to lead the next; a job a waiter brings wakes two processors (one
+for it, one to fetch what may have come with it). Acks ride with the next fetch, or with the
+housekeeping loop's flush within a second.
 """
 
 from __future__ import annotations
