@@ -89,11 +89,18 @@ def recover_worker(
 
 def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str | None = None) -> int:
     """Recover every registered worker whose liveness key has expired; return jobs requeued."""
+    others = [m.decode(errors="replace") for m in cast("set[bytes]", redis.smembers(keys.swarmd_workers))]
+    others = [i for i in others if i != own_identity]
+    if not others:
+        return 0
+    pipe = redis.pipeline(transaction=False)  # one round trip for every liveness check
+    for identity in others:
+        pipe.exists(keys.alive(identity))
     total = 0
-    for member in cast("set[bytes]", redis.smembers(keys.swarmd_workers)):
-        identity = member.decode(errors="replace")
-        if identity == own_identity or redis.exists(keys.alive(identity)):
+    for identity, alive in zip(others, pipe.execute(), strict=True):
+        if alive:
             continue
+        # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
         result = recover_worker(redis, keys, identity)
         if result is not None:
             total += result[0] + result[1]

@@ -166,8 +166,3 @@ def import_require(spec: str) -> None:
     except BaseException as exc:  # an app's import may raise anything, SystemExit included
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         raise BootError(f"require {spec} failed: {last}") from exc
-
-
-def import_all(specs: Iterable[str], option_map: Mapping[str, Any] | None = None) -> None:
-    for spec in specs:
-        import_require(spec)
