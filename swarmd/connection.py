@@ -1,4 +1,4 @@
-"""The only module that builds Redis clients and loads the Lua scripts under ``swarmd/lua``.
+"""The only module that builds Redis clients (the Lua scripts are `swarmd.scripts`).
 
 Clients are built with redis-py's automatic retry switched OFF. A retry layer that re-sends a
 command whose reply was lost would run BLMOVE or a claim script twice and strand a job in the
@@ -12,8 +12,7 @@ such job must never break a reply that carries other jobs.
 from __future__ import annotations
 
 import logging
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,9 +21,6 @@ from redis.retry import Retry
 
 from swarmd.config import redact_url
 from swarmd.errors import RedisUnavailable
-
-if TYPE_CHECKING:
-    from redis.commands.core import Script
 
 log = logging.getLogger("swarmd")
 
@@ -90,9 +86,3 @@ def check_server(client: redis.Redis, url: str) -> tuple[int, ...]:
             policy,
         )
     return version
-
-
-def load_script(client: redis.Redis, name: str) -> Script:
-    """A Lua script from ``swarmd/lua/<name>.lua``, called by SHA with a NOSCRIPT fallback."""
-    text = resources.files("swarmd").joinpath("lua", f"{name}.lua").read_text()
-    return client.register_script(text)

@@ -30,6 +30,7 @@ from swarmd.config import Config, QueueOrder, load_config
 from swarmd.errors import ConfigError, DecodeError, ExitCode, PayloadError, RedisUnavailable, SwarmdError
 from swarmd.heartbeat import VERSION
 from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 from swarmd.unitfile import render_unit
 
 NOT_FOUND = 1
@@ -471,11 +472,10 @@ def _find(redis: connection.Redis, key: str, jid: str) -> list[bytes]:
 
 def requeue(redis: connection.Redis, keys: Keys, zset: str, members: Sequence[bytes]) -> tuple[int, int]:
     """Sidekiq's "Retry now" for these members of `zset`; returns (moved, undecodable)."""
-    script = connection.load_script(redis, "schedule")
+    scripts = Scripts(redis, keys)
     moved = bad = 0
     for start in range(0, len(members), _BATCH):
-        script_keys = [zset, keys.queues, keys.dead]  # see lua/schedule.lua
-        argv: list[Any] = [payload.now()]
+        entries: list[tuple[bytes, bytes | None, str]] = []
         for member in members[start : start + _BATCH]:
             try:
                 job = payload.decode(member)
@@ -486,10 +486,8 @@ def requeue(redis: connection.Redis, keys: Keys, zset: str, members: Sequence[by
             count = data.get("retry_count")
             if isinstance(count, int) and not isinstance(count, bool):
                 data["retry_count"] = count - 1  # the manual attempt does not use up a retry
-            script_keys.append(keys.queue(job.queue))
-            argv += [member, payload.encode(payload.for_queue(data)), job.queue]
-        if len(script_keys) > 3:
-            moved += int(script(keys=script_keys, args=argv))
+            entries.append((member, payload.encode(payload.for_queue(data)), job.queue))
+        moved += scripts.schedule(zset, entries, payload.now())
     return moved, bad
 
 

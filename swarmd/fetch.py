@@ -38,8 +38,8 @@ from typing import cast
 
 from swarmd import connection, payload
 from swarmd.config import QueueOrder, QueueSpec
-from swarmd.keys import STATS_TTL, Keys
 from swarmd.payload import Work
+from swarmd.scripts import Scripts
 
 __all__ = ["Fetcher", "RedisBackoff", "Work", "queue_order"]
 
@@ -96,21 +96,20 @@ class Fetcher:
 
     def __init__(
         self,
-        redis: connection.Redis,
-        keys: Keys,
+        scripts: Scripts,
         identity: str,
         queues: Sequence[QueueSpec],
         order: QueueOrder,
         fetch_timeout: float,
     ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.inflight = keys.inflight(identity)
+        self.scripts = scripts
+        self.redis = scripts.redis
+        self.keys = scripts.keys
+        self.identity = identity
+        self.inflight = scripts.keys.inflight(identity)
         self.queue_names = list(dict.fromkeys(q.name for q in queues))
         self._order = queue_order(queues, order)
         self.fetch_timeout = fetch_timeout
-        self._script = connection.load_script(redis, "fetch")
-        self._pushback = connection.load_script(redis, "pushback")
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # processors wait here
         self._wcond = threading.Condition(self._lock)  # waiter threads (and reconcile) wait here
@@ -201,11 +200,9 @@ class Fetcher:
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
         names = self._order()
-        keys = [self.inflight, self.keys.stat("processed"), self.keys.stat_daily("processed")]
-        keys += [self.keys.queue(n) for n in names]
-        reply = self._script(keys=keys, args=[want, STATS_TTL, *acks])
+        got = self.scripts.fetch(self.identity, names, want, acks)
         self._backoff.ok()
-        return [Work(reply[i + 1], names[int(reply[i])]) for i in range(0, len(reply), 2)]
+        return [Work(raw, names[index]) for index, raw in got]
 
     def _forget(self, raws: Sequence[bytes]) -> None:
         for raw in raws:
@@ -383,10 +380,8 @@ class Fetcher:
         list (still held: the final `drain` or a recovery takes them) and the error is logged."""
         if not works:
             return 0
-        keys = [self.inflight, self.keys.dead]
-        keys += [self.keys.queue(w.queue) if w.queue else self.keys.dead for w in works]
         try:
-            moved: int = self._pushback(keys=keys, args=[payload.now(), *(w.raw for w in works)])
+            moved = self.scripts.push_back(self.identity, [(w.raw, w.queue) for w in works], payload.now())
         except connection.RedisError as exc:
             if not log_errors:
                 raise

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from swarmd import connection
 from swarmd.config import Config, QueueOrder
-from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 
 PROCESS_TTL = 60
 VERSION = "0.1.0"
@@ -43,15 +42,15 @@ def new_identity(pid: int | None = None) -> str:
 class Heartbeat:
     def __init__(
         self,
-        redis: connection.Redis,
-        keys: Keys,
+        scripts: Scripts,
         identity: str,
         config: Config,
         busy: Callable[[], Mapping[str, tuple[str, bytes, int]]],
         quiet: Callable[[], bool],
     ) -> None:
-        self.redis = redis
-        self.keys = keys
+        self.scripts = scripts
+        self.redis = scripts.redis
+        self.keys = scripts.keys
         self.identity = identity
         self.config = config
         self._busy = busy
@@ -120,13 +119,4 @@ class Heartbeat:
         """At a clean exit: leave `processes` (the ``<identity>`` hash expires by itself, as in
         Sidekiq) and, if the private list is empty, swarmd's registry (``lua/leave.lua``). Returns
         whether the list was empty."""
-        k, ident = self.keys, self.identity
-        keys = [
-            k.processes,
-            k.work(ident),
-            k.workers(ident),
-            k.alive(ident),
-            k.swarmd_workers,
-            k.inflight(ident),
-        ]
-        return bool(connection.load_script(self.redis, "leave")(keys=keys, args=[ident]))
+        return self.scripts.leave(self.identity)

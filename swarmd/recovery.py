@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any, cast
+from typing import cast
 
 from swarmd import connection, payload
 from swarmd.errors import POISON_JOB, DecodeError
 from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 
 log = logging.getLogger("swarmd")
 
@@ -33,29 +34,25 @@ CRASH_TTL = 24 * 3600
 LOCK_TTL = 10  # refreshed after every batch of 100 jobs; a dead recoverer's lock frees quickly
 
 
-def recover_worker(
-    redis: connection.Redis, keys: Keys, identity: str, *, force: bool = False
-) -> tuple[int, int] | None:
+def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> tuple[int, int] | None:
     """Push a dead worker's in-flight jobs back; return (requeued, sent to dead), or None when
     another recoverer holds the lock (the caller may try again later)."""
+    redis, keys = scripts.redis, scripts.keys
     lock = keys.recovering(identity)
     token = os.urandom(8).hex()
     if not redis.set(lock, token, nx=True, ex=LOCK_TTL):
         return None
     try:
-        script = connection.load_script(redis, "recover")
         inflight = keys.inflight(identity)
         requeued = poisoned = 0
         while True:
             raws = cast("list[bytes]", redis.lrange(inflight, -100, -1))
-            script_keys = [inflight, keys.alive(identity), keys.dead, keys.swarmd_workers]
-            args: list[Any] = [identity, "1" if force else "0", CRASH_TTL, POISON_CRASHES, payload.now()]
+            jobs: list[tuple[bytes, str | None, str, bytes]] = []
             for raw in raws:
                 try:
                     job = payload.decode(raw)
                 except DecodeError:
-                    script_keys += [keys.dead, keys.crashes(hashlib.sha1(raw).hexdigest())]
-                    args += [raw, raw]
+                    jobs.append((raw, None, hashlib.sha1(raw).hexdigest(), raw))
                     continue
                 poison = dict(job.data)
                 payload.record_failure(
@@ -64,14 +61,20 @@ def recover_worker(
                     f"in flight in a worker that crashed {POISON_CRASHES} times (last: {identity})",
                 )
                 jid = job.data.get("jid") or hashlib.sha1(raw).hexdigest()  # no jid: one counter per job
-                script_keys += [keys.queue(job.queue), keys.crashes(str(jid))]
-                args += [raw, payload.encode(poison)]
-            result = script(keys=script_keys, args=args)
-            if result == -1:
+                jobs.append((raw, job.queue, str(jid), payload.encode(poison)))
+            result = scripts.recover(
+                identity,
+                jobs,
+                force=force,
+                crash_ttl=CRASH_TTL,
+                poison_crashes=POISON_CRASHES,
+                now=payload.now(),
+            )
+            if result is None:
                 return (requeued, poisoned)  # alive after all (it beat again): nothing to recover
             redis.expire(lock, LOCK_TTL)
-            requeued += int(result[0])
-            poisoned += int(result[1])
+            requeued += result.requeued
+            poisoned += result.poisoned
             if not raws or len(raws) < 100:
                 break
         if requeued or poisoned:
@@ -87,8 +90,9 @@ def recover_worker(
             redis.delete(lock)
 
 
-def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str | None = None) -> int:
+def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> int:
     """Recover every registered worker whose liveness key has expired; return jobs requeued."""
+    redis, keys = scripts.redis, scripts.keys
     others = [m.decode(errors="replace") for m in cast("set[bytes]", redis.smembers(keys.swarmd_workers))]
     others = [i for i in others if i != own_identity]
     if not others:
@@ -101,7 +105,7 @@ def recover_dead_workers(redis: connection.Redis, keys: Keys, own_identity: str 
         if alive:
             continue
         # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
-        result = recover_worker(redis, keys, identity)
+        result = recover_worker(scripts, identity)
         if result is not None:
             total += result[0] + result[1]
     return total

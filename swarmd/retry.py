@@ -17,9 +17,9 @@ import random
 import traceback
 from typing import Any
 
-from swarmd import connection, payload
-from swarmd.keys import STATS_TTL, Keys
+from swarmd import payload
 from swarmd.payload import Work
+from swarmd.scripts import Scripts
 
 log = logging.getLogger("swarmd")
 
@@ -39,20 +39,18 @@ def max_attempts(retry: Any, default: int) -> int:
 class Retrier:
     def __init__(
         self,
-        redis: connection.Redis,
-        keys: Keys,
-        inflight: str,
+        scripts: Scripts,
+        identity: str,
         *,
         max_retries: int = 25,
         dead_max_jobs: int = 10_000,
         dead_timeout: float = 180 * 24 * 3600.0,
     ) -> None:
-        self.keys = keys
-        self.inflight = inflight
+        self.scripts = scripts
+        self.identity = identity
         self.max_retries = max_retries
         self.dead_max_jobs = dead_max_jobs
         self.dead_timeout = dead_timeout
-        self._script = connection.load_script(redis, "fail")
 
     def failed(self, work: Work, job: payload.Job, exc: BaseException) -> str:
         """Record a failure; return where the job went: "retry", "dead" or "drop".
@@ -87,20 +85,11 @@ class Retrier:
         return self._store(work, data, "dead", payload.now())
 
     def _store(self, work: Work, data: dict[str, Any] | None, mode: str, score: float) -> str:
-        target = self.keys.dead if mode != "retry" else self.keys.retry
         stored = work.raw if data is None else payload.encode(data)
-        keys = [
-            self.inflight,
-            target,
-            self.keys.stat("processed"),
-            self.keys.stat_daily("processed"),
-            self.keys.stat("failed"),
-            self.keys.stat_daily("failed"),
-        ]
-        args: list[Any] = [work.raw, stored, score, STATS_TTL, mode]
-        if mode == "dead":
-            args += [payload.now() - self.dead_timeout, self.dead_max_jobs]
-        if not self._script(keys=keys, args=args):
+        cutoff = payload.now() - self.dead_timeout
+        if not self.scripts.fail(
+            self.identity, work.raw, stored, mode, score, dead_cutoff=cutoff, dead_max_jobs=self.dead_max_jobs
+        ):
             log.warning(
                 "job was no longer in this worker's in-flight list: pushed back or recovered (it runs "
                 "again from its queue), or stored by an earlier attempt whose reply was lost"

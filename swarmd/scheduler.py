@@ -9,11 +9,11 @@ nothing has changed in Redis; if two workers race, the ZREM lets exactly one of 
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import cast
 
-from swarmd import connection, payload
+from swarmd import payload
 from swarmd.errors import DecodeError
-from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 
 log = logging.getLogger("swarmd")
 
@@ -22,10 +22,10 @@ MAX_BATCHES = 20  # per poll: the housekeeping loop (and so the heartbeat) never
 
 
 class Scheduler:
-    def __init__(self, redis: connection.Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
-        self._script = connection.load_script(redis, "schedule")
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
+        self.redis = scripts.redis
+        self.keys = scripts.keys
 
     def poll(self) -> int | None:
         """Move due jobs; return how many moved, or None when more are due than one poll's budget
@@ -49,17 +49,13 @@ class Scheduler:
         return moved
 
     def _move(self, zset: str, members: list[bytes], now: float) -> int:
-        keys = [zset, self.keys.queues, self.keys.dead]
-        args: list[Any] = [now]
+        entries: list[tuple[bytes, bytes | None, str]] = []
         for member in members:
             try:
                 job = payload.decode(member)
             except DecodeError as exc:
                 log.error("undecodable job in %s moved to dead unchanged: %s", zset, exc)
-                keys.append(self.keys.dead)
-                args += [member, member, ""]
+                entries.append((member, None, ""))
                 continue
-            keys.append(self.keys.queue(job.queue))
-            args += [member, payload.encode(payload.for_queue(job.data)), job.queue]
-        n: int = self._script(keys=keys, args=args)
-        return n
+            entries.append((member, payload.encode(payload.for_queue(job.data)), job.queue))
+        return self.scripts.schedule(zset, entries, now)

@@ -29,6 +29,7 @@ from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import VERSION, new_identity
 from swarmd.keys import Keys
 from swarmd.pidfile import PidFile
+from swarmd.scripts import Scripts
 from swarmd.supervisor import HANDLED, Supervisor
 from swarmd.worker import Worker
 
@@ -225,7 +226,9 @@ def _recover_inflight(identity: str, config: Config) -> bool:
     client = connection.connect(config.redis_url)
     try:
         # None: another recoverer holds the lock (it may have died mid-way): try again in a second.
-        return recovery.recover_worker(client, Keys(config.namespace), identity, force=True) is not None
+        return (
+            recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True) is not None
+        )
     except connection.RedisError as exc:
         log.warning("cannot recover the in-flight jobs of %s yet: %s", identity, exc)
         return False

@@ -33,6 +33,7 @@ from swarmd.keys import Keys
 from swarmd.processor import Busy, Processor
 from swarmd.retry import Retrier
 from swarmd.scheduler import Scheduler
+from swarmd.scripts import Scripts
 
 log = logging.getLogger("swarmd")
 
@@ -75,22 +76,21 @@ class Worker:
             cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
         )
         connection.check_server(redis, cfg.redis_url)
-        keys = self.keys
-        self.fetcher = Fetcher(redis, keys, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout)
+        self.scripts = scripts = Scripts(redis, self.keys)
+        self.fetcher = Fetcher(scripts, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout)
         self.retrier = Retrier(
-            redis,
-            keys,
-            keys.inflight(self.identity),
+            scripts,
+            self.identity,
             max_retries=cfg.max_retries,
             dead_max_jobs=cfg.dead_max_jobs,
             dead_timeout=cfg.dead_timeout,
         )
-        self.scheduler = Scheduler(redis, keys)
-        self.heartbeat = Heartbeat(redis, keys, self.identity, cfg, lambda: dict(self.busy), self._is_quiet)
+        self.scheduler = Scheduler(scripts)
+        self.heartbeat = Heartbeat(scripts, self.identity, cfg, lambda: dict(self.busy), self._is_quiet)
         # Register (liveness key first) before fetching anything, so a private list never exists
         # without a liveness key and a registry entry that lead to it.
         self.heartbeat.beat()
-        recovery.recover_dead_workers(redis, keys, self.identity)
+        recovery.recover_dead_workers(scripts, self.identity)
         for _ in range(cfg.concurrency):
             self._add_processor()
         self.fetcher.start()
@@ -197,7 +197,7 @@ class Worker:
                     self._next_poll = now
             if not stopping and now >= self._next_recovery:
                 self._next_recovery = now + cfg.recovery_interval
-                recovery.recover_dead_workers(self.redis, self.keys, self.identity)
+                recovery.recover_dead_workers(self.scripts, self.identity)
                 recovery.prune_processes(self.redis, self.keys)
         except connection.RedisError as exc:
             log.warning("housekeeping: Redis error: %s", exc)

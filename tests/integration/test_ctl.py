@@ -20,6 +20,7 @@ from swarmd.config import load_config
 from swarmd.ctl import main, requeue
 from swarmd.heartbeat import Heartbeat
 from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 from tests.conftest import wait_until
 
 K = Keys()
@@ -52,7 +53,8 @@ def fake_process(conn: connection.Redis, tmp_path: Path, busy: int = 0, tag: str
     (tmp_path / "swarmd.yml").write_text(f"tag: {tag}\nqueues: [critical, default]\nconcurrency: 7\n")
     config = load_config(str(tmp_path / "swarmd.yml"))
     jobs = {f"t{i}": ("default", b'{"class":"X","args":[]}', int(time.time())) for i in range(busy)}
-    beat = Heartbeat(conn, K, f"box:{4000 + busy}:{os.urandom(6).hex()}", config, lambda: jobs, lambda: False)
+    identity = f"box:{4000 + busy}:{os.urandom(6).hex()}"
+    beat = Heartbeat(Scripts(conn, K), identity, config, lambda: jobs, lambda: False)
     beat.beat()
     return beat
 

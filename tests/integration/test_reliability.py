@@ -275,12 +275,13 @@ def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.R
     from swarmd.keys import Keys
     from swarmd.payload import Work, build, decode, encode
     from swarmd.retry import Retrier
+    from swarmd.scripts import Scripts
 
     keys = Keys()
     raw = encode(build("Fail", ["x"], None, {"queue": "default", "retry": 3}))
     r.lpush(keys.inflight("me"), raw)
     client = connection.connect(redis_url)
-    retrier = Retrier(client, keys, keys.inflight("me"))
+    retrier = Retrier(Scripts(client, keys), "me")
     job = decode(raw)
     retrier.failed(Work(raw, "default"), job, ValueError("first attempt, reply lost"))
     assert "retry_count" not in job.data

@@ -13,6 +13,7 @@ import redis
 from swarmd import connection, payload
 from swarmd.keys import Keys
 from swarmd.scheduler import Scheduler
+from swarmd.scripts import Scripts
 from tests.integration.conftest import App
 
 
@@ -28,7 +29,7 @@ def test_due_job_moves_to_its_queue_with_a_fresh_enqueued_at(r: redis.Redis, red
     due = payload.encode(data)
     future = scheduled_raw("Future", 1)
     r.zadd("schedule", {due: now - 1, future: now + 3600})
-    assert Scheduler(connection.connect(redis_url), Keys()).poll() == 1
+    assert Scheduler(Scripts(connection.connect(redis_url), Keys())).poll() == 1
     [raw] = r.lrange("queue:low", 0, -1)
     job = json.loads(raw)
     original = json.loads(due)
@@ -45,7 +46,7 @@ def test_due_retry_moves_back_keeping_its_failure_fields(r: redis.Redis, redis_u
     payload.record_failure(data, "ValueError", "boom")
     payload.record_failure(data, "ValueError", "boom 2")
     r.zadd("retry", {payload.encode(data): time.time() - 1})
-    assert Scheduler(connection.connect(redis_url), Keys()).poll() == 1
+    assert Scheduler(Scripts(connection.connect(redis_url), Keys())).poll() == 1
     job = json.loads(r.rpop("queue:q1"))
     assert (job["retry_count"], job["error_message"], job["jid"]) == (1, "boom 2", data["jid"])
     assert r.zcard("retry") == 0
@@ -54,7 +55,7 @@ def test_due_retry_moves_back_keeping_its_failure_fields(r: redis.Redis, redis_u
 def test_undecodable_member_goes_to_dead_unchanged(r: redis.Redis, redis_url: str) -> None:
     bad = b'{"class":"x","args":[NaN]}'
     r.zadd("schedule", {bad: time.time() - 1, b"not json": time.time() - 2})
-    assert Scheduler(connection.connect(redis_url), Keys()).poll() == 2
+    assert Scheduler(Scripts(connection.connect(redis_url), Keys())).poll() == 2
     assert set(r.zrange("dead", 0, -1)) == {bad, b"not json"}
     assert r.zcard("schedule") == 0
     assert not r.keys("queue:*")
@@ -62,7 +63,7 @@ def test_undecodable_member_goes_to_dead_unchanged(r: redis.Redis, redis_url: st
 
 def test_namespace(r: redis.Redis, redis_url: str) -> None:
     r.zadd("ns:schedule", {scheduled_raw("X", 1): time.time() - 1})
-    assert Scheduler(connection.connect(redis_url), Keys("ns")).poll() == 1
+    assert Scheduler(Scripts(connection.connect(redis_url), Keys("ns"))).poll() == 1
     assert r.llen("ns:queue:default") == 1
     assert r.smembers("ns:queues") == {b"default"}
 
@@ -74,7 +75,7 @@ def test_concurrent_pollers_move_each_due_job_exactly_once(r: redis.Redis, redis
     moved: list[int] = []
 
     def poller() -> None:
-        scheduler = Scheduler(connection.connect(redis_url), Keys())
+        scheduler = Scheduler(Scripts(connection.connect(redis_url), Keys()))
         start.wait()
         n = 0
         while r.zcard("schedule"):

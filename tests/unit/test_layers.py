@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "pidfile": 2,
     "unitfile": 2,  # a leaf (no swarmd imports) that `ctl` renders units with
     "client": 3,
+    "scripts": 3,
     "registry": 4,
     "fetch": 4,
     "retry": 4,
