@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,20 @@ import redis
 from swarmd.devredis import RedisServer
 
 TIMEOUT_SCALE = float(os.environ.get("SWARMD_TEST_TIMEOUT_SCALE", "1"))
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_tool(tool: str, package: str, why: str = "", path: str | None = None) -> str:
+    """The path of ``tool`` from Debian's ``package``. Missing: one skip line saying how to enable the
+    test, or under CI (``CI=true``, set by .ci/run, which installs every package the tests need) a
+    failure. Tests never install packages themselves."""
+    found = shutil.which(tool, path=path)
+    if found is not None:
+        return found
+    what = f"{tool} not installed{f' ({why})' if why else ''}"
+    if IN_CI:
+        pytest.fail(f"CI=true but {what}: add {package} to the apt-get line of .ci/run", pytrace=False)
+    pytest.skip(f"{what}; enable with `apt-get install {package}`")
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> object:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from swarmd.unitfile import PLACEHOLDERS, render_unit
+from tests.conftest import require_tool
 
 UNITS = Path(__file__).resolve().parents[2] / "units"
 SERVICE = UNITS / "swarmd.service"
@@ -288,40 +289,16 @@ def test_checked_in_unit_verifies_silently(
 # -- sudoers -----------------------------------------------------------------------------------------------
 
 
-def debian_tool(tool: str, package: str) -> str:
-    """`tool`, installed with apt-get (`package`) when missing under CI as root; skipped elsewhere."""
-    found = which(tool)
-    if found is not None:
-        return found
-    if os.environ.get("CI") != "true":
-        pytest.skip(f"{tool} not installed (apt-get install {package}); CI installs it")
-    if os.geteuid() != 0:
-        pytest.fail(f"CI=true but {tool} is missing and only root can apt-get install {package}")
-    if which("apt-get") is None:
-        pytest.fail(f"CI=true but {tool} is missing and there is no apt-get to install {package}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
-    proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:  # stale or empty package lists (fresh containers have none)
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True, check=False)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-    found = which(tool)
-    if found is None:
-        pytest.fail(f"apt-get install {package} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return found
-
-
 @pytest.fixture(scope="session")
 def visudo() -> str:
-    return debian_tool("visudo", "sudo")
+    return require_tool("visudo", "sudo", path=SBIN_PATH)
 
 
 @pytest.fixture(scope="session")
 def logrotate() -> str:
-    return debian_tool("logrotate", "logrotate")
+    return require_tool("logrotate", "logrotate", path=SBIN_PATH)
 
 
-@pytest.mark.timeout(900)  # a first apt-get update + install can be slow
 def test_sudoers_passes_visudo(visudo: str) -> None:
     proc = subprocess.run([visudo, "-c", "-f", str(SUDOERS)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -352,7 +329,6 @@ def test_logrotate_signals_the_main_process_with_usr1() -> None:
     assert "/srv/myapp/log/swarmd.log {" in text
 
 
-@pytest.mark.timeout(900)  # a first apt-get update + install can be slow
 def test_logrotate_config_parses(logrotate: str, tmp_path: Path) -> None:
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
