@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import enum
-import logging.handlers
 import math
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Any
 import yaml
 
 from swarmd.errors import ConfigError
+from swarmd.syslogsink import InvalidTarget, facility_code, parse_address
 
 __all__ = ["Config", "QueueOrder", "QueueSpec", "SyslogConfig", "load_config", "parse_queue", "redact_url"]
 
@@ -61,7 +61,7 @@ class QueueOrder(enum.Enum):
 class SyslogConfig:
     ident: str = "swarmd"
     facility: str = "daemon"  # a key of logging.handlers.SysLogHandler.facility_names
-    address: str = "/dev/log"  # a path (unix datagram) or "host:port" (udp)
+    address: str = "/dev/log"  # a path (unix datagram), "@name" (abstract unix) or "host:port" (udp)
 
 
 @dataclass(frozen=True)
@@ -259,11 +259,11 @@ def _syslog(value: Any, where: str, current: SyslogConfig | None) -> SyslogConfi
         raise _fail(where, "true, false, an ident or a mapping of ident/facility/address", value)
     if not config.ident:
         raise _fail(f"{where}.ident", "a non-empty string", config.ident)
-    if config.facility.lower() not in logging.handlers.SysLogHandler.facility_names:
-        raise _fail(f"{where}.facility", "a facility such as daemon, user or local0..local7", config.facility)
-    host, colon, port = config.address.rpartition(":")
-    if "/" not in config.address and not (colon and host and port.isdigit() and 0 < int(port) < 65536):
-        raise _fail(f"{where}.address", "a socket path or host:port", config.address)
+    try:  # the checks of the handler that will send to it (swarmd.syslogsink)
+        facility_code(config.facility)
+        parse_address(config.address)
+    except InvalidTarget as exc:
+        raise _fail(f"{where}.{exc.key}", exc.expected, exc.value) from None
     return replace(config, facility=config.facility.lower())
 
 

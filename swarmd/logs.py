@@ -18,11 +18,9 @@ Where lines go (one destination, as Sidekiq 5's ``-L``; a file or syslog is not 
   journald splits a stream at newlines, so a multi-line record cannot stay one journal entry.
 - ``logfile``: appended, created 0640 (less if the umask says so) without following a symlink, parent
   folders created; `reopen_logs()` (USR1, logrotate's postrotate) reopens it by path.
-- ``syslog``: one RFC 3164-style datagram per record, ``<PRI>ident[pid]: line`` without timestamp.
-  A multi-line record (traceback) stays ONE datagram with its newlines (journald keeps it as one
-  multi-line message; rsyslog shows ``#012``), truncated to `MAX_DATAGRAM` bytes. The pid is the
-  process that logged, so a forked worker shows its own. If sending fails, the handler falls back to
-  stderr for good, announced by exactly one WARNING line naming the address and the error.
+- ``syslog``: one RFC 3164-style datagram per record, ``<PRI>ident[pid]: line`` without timestamp, by
+  `swarmd.syslogsink` (the transport: addresses, truncation, the fallback to stderr for good, announced
+  by exactly one WARNING line).
 - ``logfile`` and ``syslog`` together: both.
 
 Forked workers inherit the handlers: the logfile is opened O_APPEND, so processes sharing it never
@@ -36,19 +34,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from logging.handlers import SysLogHandler
 from typing import TextIO
 
 from swarmd.errors import ConfigError
+from swarmd.syslogsink import InvalidTarget, SyslogHandler, SyslogTarget
+from swarmd.syslogsink import severity as _priority  # the journal's <N> prefixes are syslog severities
 
 __all__ = [
-    "MAX_DATAGRAM",
     "LineFormatter",
     "SyslogTarget",
     "after_fork_in_child",
@@ -62,21 +58,8 @@ __all__ = [
 ]
 
 LOGGER_NAME = "swarmd"
-MAX_DATAGRAM = 60_000
-"""Largest syslog datagram sent, in bytes (Linux refuses ~200 KB ones with EMSGSIZE)."""
-
-_SMALL_DATAGRAM = 2_048  # retry size when a receiver's buffer is smaller than MAX_DATAGRAM
 
 log = logging.getLogger("swarmd.logs")
-
-
-@dataclass(frozen=True)
-class SyslogTarget:
-    """Where syslog lines go: `address` is a unix datagram socket path, ``@abstract`` or ``host:port``."""
-
-    ident: str = "swarmd"
-    facility: str = "daemon"
-    address: str = "/dev/log"
 
 
 def job_extra(job_class: str, jid: str) -> dict[str, str]:
@@ -85,22 +68,6 @@ def job_extra(job_class: str, jid: str) -> dict[str, str]:
 
 
 # -- formatting -----------------------------------------------------------------------------------------
-
-_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-def _priority(levelno: int) -> int:
-    prio = _PRIORITIES.get(levelno)
-    if prio is not None:
-        return prio
-    if levelno >= logging.CRITICAL:
-        return 2
-    if levelno >= logging.ERROR:
-        return 3
-    if levelno >= logging.WARNING:
-        return 4
-    return 6 if levelno >= logging.INFO else 7
-
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -398,105 +365,6 @@ def _emergency(line: str) -> None:
         pass
 
 
-def _syslog_address(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
-    if address.startswith("@"):
-        return socket.AF_UNIX, "\0" + address[1:]
-    if not address.startswith("/"):
-        host, sep, port = address.rpartition(":")
-        if sep and host and port.isdigit():
-            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            return family, (host, int(port))
-    return socket.AF_UNIX, address
-
-
-class _SyslogHandler(logging.Handler):
-    """RFC 3164-style datagrams ``<PRI>ident[pid]: line``; on failure, stderr for good (one warning).
-
-    Not the stdlib SysLogHandler: that one prints a "--- Logging error ---" traceback per record when
-    /dev/log is missing, and bakes a static ident into every forked child.
-    """
-
-    def __init__(self, target: SyslogTarget, fallback: logging.Handler, formatter: logging.Formatter) -> None:
-        super().__init__()
-        facility = SysLogHandler.facility_names.get(target.facility.lower())
-        if facility is None:
-            known = ", ".join(sorted(SysLogHandler.facility_names))
-            raise ConfigError(f"syslog.facility: unknown facility {target.facility!r} (one of: {known})")
-        self.target = target
-        self._facility = facility << 3
-        self._family, self._address = _syslog_address(target.address)
-        self._fallback = fallback
-        self.fallen_back = False
-        self._sock: socket.socket | None = None
-        self.setFormatter(formatter)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.fallen_back:
-            self._fallback.handle(record)
-            return
-        try:
-            line = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
-        pri = self._facility | _priority(record.levelno)
-        data = f"<{pri}>{self.target.ident}[{record.process}]: {line}".encode("utf-8", "backslashreplace")
-        try:
-            self._send(data)
-        except OSError as exc:
-            self._fall_back(exc)
-            self._fallback.handle(record)
-
-    def _send(self, data: bytes) -> None:
-        if self._sock is None:
-            self._sock = socket.socket(self._family, socket.SOCK_DGRAM)  # unconnected: survives restarts
-        try:
-            self._sock.sendto(_truncate(data, MAX_DATAGRAM), self._address)
-        except OSError as exc:
-            if exc.errno != errno.EMSGSIZE:
-                raise
-            self._sock.sendto(_truncate(data, _SMALL_DATAGRAM), self._address)
-
-    def _fall_back(self, exc: OSError) -> None:
-        self.fallen_back = True
-        self._close_socket()
-        warning = logging.LogRecord(
-            log.name,
-            logging.WARNING,
-            __file__,
-            0,
-            "syslog at %s failed (%s); logging to stderr from now on",
-            (self.target.address, exc),
-            None,
-        )
-        self._fallback.handle(warning)
-
-    def recreate_socket(self) -> None:
-        self.acquire()
-        try:
-            self._close_socket()
-        finally:
-            self.release()
-
-    def _close_socket(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def close(self) -> None:
-        self.recreate_socket()
-        super().close()
-
-
-def _truncate(data: bytes, limit: int) -> bytes:
-    if len(data) <= limit:
-        return data
-    marker = b"... [truncated]"
-    cut = data[: limit - len(marker)]
-    return cut.decode("utf-8", "ignore").encode("utf-8") + marker  # never split a UTF-8 sequence
-
-
 # -- the per-job fast path ------------------------------------------------------------------------------
 
 _job_logger = logging.getLogger(LOGGER_NAME + ".job")
@@ -556,7 +424,7 @@ def setup_logging(
     """Configure the "swarmd" logger; calling it again replaces what the previous call installed.
 
     `stream` defaults to `sys.stderr` (looked up per line); `env` to `os.environ` (JOURNAL_STREAM).
-    Raises ConfigError when the logfile cannot be opened or the syslog facility is unknown.
+    Raises ConfigError when the logfile cannot be opened or the syslog facility or address is invalid.
     """
     env = os.environ if env is None else env
     journal = _is_journal(stream if stream is not None else sys.stderr, env)
@@ -566,7 +434,10 @@ def setup_logging(
         if logfile:
             handlers.append(_FileHandler(logfile, LineFormatter()))
         if syslog is not None:
-            handlers.append(_SyslogHandler(syslog, stderr_handler, LineFormatter(timestamps=False)))
+            try:
+                handlers.append(SyslogHandler(syslog, stderr_handler, LineFormatter(timestamps=False)))
+            except InvalidTarget as exc:
+                raise ConfigError(str(exc)) from None
     except BaseException:
         for handler in handlers:
             handler.close()
@@ -623,5 +494,5 @@ def after_fork_in_child() -> None:
     with _lock:
         handlers = list(_installed)
     for handler in handlers:
-        if isinstance(handler, _SyslogHandler):
+        if isinstance(handler, SyslogHandler):
             handler.recreate_socket()

@@ -20,6 +20,7 @@ PACKAGE = Path(swarmd.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "keys": 0,
+    "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
     "payload": 1,
     "connection": 2,

@@ -18,15 +18,14 @@ import pytest
 
 from swarmd.errors import ConfigError
 from swarmd.logs import (
-    MAX_DATAGRAM,
     LineFormatter,
-    SyslogTarget,
     after_fork_in_child,
     job_extra,
     reopen_logs,
     reset_logging,
     setup_logging,
 )
+from swarmd.syslogsink import MAX_DATAGRAM, SyslogTarget
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
