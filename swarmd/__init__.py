@@ -25,8 +25,7 @@ from swarmd.errors import (
     UnknownJob,
 )
 from swarmd.registry import JobFunction, job
-
-__version__ = "0.1.0"
+from swarmd.version import __version__
 
 __all__ = [
     "BootError",

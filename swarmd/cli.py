@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from swarmd import logs
 from swarmd.config import Config, load_config, parse_queue
 from swarmd.errors import ConfigError, ExitCode, SwarmdError
-from swarmd.heartbeat import VERSION
+from swarmd.version import __version__ as VERSION
 
 log = logging.getLogger("swarmd")
 

@@ -28,10 +28,10 @@ from swarmd import connection, payload, registry
 from swarmd.client import Client
 from swarmd.config import Config, QueueOrder, load_config
 from swarmd.errors import ConfigError, DecodeError, ExitCode, PayloadError, RedisUnavailable, SwarmdError
-from swarmd.heartbeat import VERSION
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
 from swarmd.unitfile import render_unit
+from swarmd.version import __version__ as VERSION
 
 NOT_FOUND = 1
 USAGE = int(ExitCode.USAGE)

@@ -39,9 +39,10 @@ from typing import cast
 from swarmd import connection, payload
 from swarmd.config import QueueOrder, QueueSpec
 from swarmd.payload import Work
+from swarmd.retrying import Backoff, until_redis_answers
 from swarmd.scripts import Scripts
 
-__all__ = ["Fetcher", "RedisBackoff", "Work", "queue_order"]
+__all__ = ["Fetcher", "Work", "queue_order"]
 
 log = logging.getLogger("swarmd")
 
@@ -60,31 +61,6 @@ def queue_order(queues: Sequence[QueueSpec], order: QueueOrder) -> Callable[[], 
         return list(dict.fromkeys(picks))
 
     return shuffled
-
-
-class RedisBackoff:
-    """Logs a lost connection once, sleeps with capped backoff, logs when Redis is back."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.failures = 0
-        self.since = 0.0
-
-    def failed(self, exc: BaseException, stop: threading.Event | None = None) -> None:
-        if self.failures == 0:
-            self.since = time.monotonic()
-            log.warning("%s: Redis error, retrying: %s", self.what, exc)
-        self.failures += 1
-        delay = min(0.05 * 2**self.failures, 2.0) * random.uniform(0.5, 1.0)
-        if stop is not None:
-            stop.wait(delay)
-        else:
-            time.sleep(delay)
-
-    def ok(self) -> None:
-        if self.failures:
-            log.info("%s: Redis is back after %.1f sec", self.what, time.monotonic() - self.since)
-            self.failures = 0
 
 
 class Fetcher:
@@ -126,7 +102,7 @@ class Fetcher:
         self._stop = threading.Event()
         self._waiters: list[threading.Thread] = []
         self._waiter_ids: dict[str, int] = {}  # queue -> CLIENT ID of its waiter's connection
-        self._backoff = RedisBackoff("fetch")
+        self._backoff = Backoff("fetch")
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -170,7 +146,7 @@ class Fetcher:
             # Any error may hide a fetch that happened: a connection error can eat the reply, and a
             # script error (WRONGTYPE on one queue key) does not undo the moves before it.
             self._reconcile_needed = True
-            self._backoff.failed(exc, self._stop)
+            self._backoff.wait(exc, self._stop)
         finally:
             self._lock.acquire()
             self._fetching = False
@@ -265,15 +241,10 @@ class Fetcher:
         # A connection of its own for the thread's life, whose CLIENT ID lets stop() end a blocked
         # BLMOVE at once (CLIENT UNBLOCK) instead of waiting out its timeout.
         pool = self.redis.connection_pool
-        backoff = RedisBackoff(f"fetch {name}")
-        while not self._stop.is_set():
-            try:
-                conn = pool.get_connection()  # connects: Redis may be down right now
-                break
-            except connection.RedisError as exc:
-                backoff.failed(exc, self._stop)
-        else:
-            return
+        try:  # get_connection connects: Redis may be down right now
+            conn = until_redis_answers(pool.get_connection, f"fetch {name}", stop=self._stop)
+        except connection.RedisError:
+            return  # stopped before Redis came back
         try:
             self._wait_on(name, conn)
         finally:
@@ -281,7 +252,7 @@ class Fetcher:
 
     def _wait_on(self, name: str, conn: connection.Connection) -> None:
         key = self.keys.queue(name)
-        backoff = RedisBackoff(f"fetch {name}")
+        backoff = Backoff(f"fetch {name}")
         client_id: int | None = None
         while True:
             with self._lock:
@@ -309,7 +280,7 @@ class Fetcher:
                     self._reconcile_needed = True
                     self._dry = False
                     self._cond.notify()
-                backoff.failed(exc, self._stop)
+                backoff.wait(exc, self._stop)
             finally:
                 with self._lock:
                     if raw is not None:

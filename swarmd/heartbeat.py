@@ -16,22 +16,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from swarmd.busy import BusyJob
 from swarmd.config import Config, QueueOrder
+from swarmd.procfs import read_rss_kb
 from swarmd.scripts import Scripts
+from swarmd.version import __version__
 
 PROCESS_TTL = 60
-VERSION = "0.1.0"
-
-
-def read_rss_kb(pid: int | None = None) -> int:
-    try:
-        with open(f"/proc/{pid or 'self'}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def new_identity(pid: int | None = None) -> str:
@@ -45,7 +36,7 @@ class Heartbeat:
         scripts: Scripts,
         identity: str,
         config: Config,
-        busy: Callable[[], Mapping[str, tuple[str, bytes, int]]],
+        busy: Callable[[], Mapping[str, BusyJob]],  # a copy of the worker's `BusyJobs` (its snapshot)
         quiet: Callable[[], bool],
     ) -> None:
         self.scripts = scripts
@@ -73,7 +64,7 @@ class Heartbeat:
             "capsules": {"default": {"concurrency": cfg.concurrency, "mode": mode, "weights": weights}},
             "labels": [*cfg.labels, "swarmd"],
             "identity": self.identity,
-            "version": f"swarmd {VERSION}",
+            "version": f"swarmd {__version__}",
             "embedded": False,
         }
 

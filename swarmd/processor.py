@@ -15,17 +15,18 @@ import time
 from collections.abc import Callable, Sequence
 
 from swarmd import connection, payload, registry
+from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
 from swarmd.errors import DecodeError, DelayRefused
-from swarmd.fetch import Fetcher, RedisBackoff, Work
+from swarmd.fetch import Fetcher, Work
 from swarmd.logs import job_event
 from swarmd.retry import Retrier
+from swarmd.retrying import until_redis_answers
 
 log = logging.getLogger("swarmd")
 job_log = logging.getLogger("swarmd.job")
 
-Busy = dict[str, tuple[str, bytes, int]]
-"""tid -> (queue, raw job, run_at): what the heartbeat writes to ``<identity>:work``."""
+SETTLE_TRIES = 20  # then the job waits in the private list for the worker's final push back
 
 
 def thread_id() -> str:
@@ -44,7 +45,7 @@ class Processor:
         self,
         fetcher: Fetcher,
         retrier: Retrier,
-        busy: Busy,
+        busy: BusyJobs,
         delay_allow: Sequence[str],
         on_death: Callable[[Processor, BaseException], None],
     ) -> None:
@@ -62,11 +63,11 @@ class Processor:
         tid = thread_id()
         try:
             while (work := self.fetcher.get()) is not None:
-                self.busy[tid] = (work.queue, work.raw, int(time.time()))
+                self.busy.start(tid, work.queue, work.raw, int(time.time()))
                 try:
                     self.process(work)
                 finally:
-                    del self.busy[tid]
+                    self.busy.finish(tid)
         except BaseException as exc:  # a bug in swarmd, not in a job: report and be replaced
             self.on_death(self, exc)
 
@@ -105,20 +106,25 @@ class Processor:
 
     def _settle(self, work: Work, store: Callable[[], str]) -> None:
         """Run a retry/dead move until Redis takes it; the job stays in the private list meanwhile."""
-        backoff = RedisBackoff("retry")
-        for _ in range(20):
+
+        def attempt() -> None:
+            nonlocal store
             try:
                 store()
-                backoff.ok()
-                break
-            except connection.RedisError as exc:
-                backoff.failed(exc)
+            except connection.RedisError:
+                raise
             except Exception:  # a bug while building the failure record: keep the job, as it came
                 log.exception("could not record the failure; moving the job to dead unchanged")
                 store = functools.partial(self.retrier.kill, work, None, "swarmd.InternalError", "")
-        else:
+                store()
+
+        try:
+            until_redis_answers(attempt, "retry/dead move", tries=SETTLE_TRIES)
+        except connection.RedisError:
             # Given up: the entry stays in the private list and goes back to its queue when the worker
             # stops (Fetcher.drain) or is recovered; it is not held any more, so a reconcile after a
             # later connection error may push it back sooner.
             log.error("Redis kept failing; job left in the private list for the next push back")
+        except Exception:  # the move to dead failed as well: the same fate as above
+            log.exception("could not move the job to dead either; it stays in the private list")
         self.fetcher.release(work)

@@ -10,11 +10,15 @@ Two halves (ARCHITECTURE "supervisor"; research notes supervisors.md §6):
   over the `signal.set_wakeup_fd` pipe and the workers' control pipes, `os.fork()`, `waitpid`, the
   title.
 
-Pipes. Each worker writes lines to its own control pipe: ``booted`` once it has reached Redis and
-started its processors, then ``beat <busy>`` at every housekeeping tick (at least every second). The
-supervisor uses them for readiness, STATUS, titles and the `heartbeat_timeout` check. All workers hold
-the read end of one "alive" pipe whose only write end is the supervisor's: EOF there means the
-supervisor is gone, and workers stop at once, pushing their jobs back (no polling of ``getppid``).
+Pipes. Each worker writes lines to its own control pipe (`swarmd.control`): ``booted`` once it has
+reached Redis and started its processors, then ``beat <busy>`` at every housekeeping tick (at least
+every second). The supervisor uses them for readiness, STATUS, titles and the `heartbeat_timeout`
+check. All workers hold the read end of one "alive" pipe whose only write end is the supervisor's: EOF
+there means the supervisor is gone, and workers stop at once, pushing their jobs back (no polling of
+``getppid``).
+
+Signals. `signal` dispatches each one to its ``handle_<name>`` method (`control.signal_handler`);
+`HANDLED`, the signals `run` installs, are those that have one.
 
 Exits (research notes §6.5): a worker that fails to boot before the first READY=1 (or any crash loop:
 more than `crash_limit` crashes within `crash_window`) stops the swarm with exit 70 (69 if the worker
@@ -28,10 +32,11 @@ No job is lost when any process dies (SPEC 3.3), because a job lives in Redis, n
 process: in its queue, or in the private in-flight list of the worker that fetched it (see
 `swarmd.fetch`). When a worker dies, however it dies, the supervisor reaps it and calls
 `recovery.recover_worker(force=True)` for its identity right away, so its in-flight jobs are back in
-their queues within a loop iteration; if Redis is unreachable at that moment it retries every second,
-and failing that, any worker recovers the list once the dead worker's liveness key expires. When the
-supervisor itself dies, its workers read EOF on the alive pipe and push their jobs back; if they are
-killed too, the liveness keys expire and the next swarm's workers recover the lists at boot.
+their queues within a loop iteration; if Redis is unreachable at that moment it tries again on
+`swarmd.retrying`'s backoff schedule (timed by its clock, never sleeping), and failing that, any
+worker recovers the list once the dead worker's liveness key expires. When the supervisor itself
+dies, its workers read EOF on the alive pipe and push their jobs back; if they are killed too, the
+liveness keys expire and the next swarm's workers recover the lists at boot.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from swarmd import systemd
+from swarmd import control, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
-from swarmd.heartbeat import VERSION, read_rss_kb
+from swarmd.procfs import read_pss_kb
+from swarmd.retrying import Backoff
+from swarmd.version import __version__
 
-__all__ = ["Child", "Phase", "Slot", "Supervisor", "describe_exit", "read_memory_kb"]
+__all__ = ["HANDLED", "Child", "Phase", "Slot", "Supervisor", "describe_exit"]
 
 log = logging.getLogger("swarmd")
 
@@ -62,25 +69,13 @@ STABLE_AFTER_S = 60.0  # a worker up this long resets its slot's backoff
 MEMORY_SAMPLES = 3  # samples in a row above max_memory_mb before a worker is replaced
 ABORT_GRACE_S = 2.0  # after SIGABRT (stack dump), SIGKILL if the worker is still there
 HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with the first
-RECOVERY_RETRY_S = 1.0
-RECOVERY_TRIES = 30
+RECOVERY_TRIES = 30  # ~ a minute on the backoff schedule; the liveness key has expired by then
 EXTEND_EVERY_S = 2.0
-
-# Signals the supervisor handles; all of them wake the loop through the wakeup fd.
-HANDLED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGTSTP,
-    signal.SIGTTIN,
-    signal.SIGUSR1,
-    signal.SIGCHLD,
-)
 
 Spawn = Callable[[int, Config], tuple[int, str]]
 """Start a worker for slot ``index`` with ``config``; return its pid and identity (raises OSError)."""
-Recover = Callable[[str, Config], bool]
-"""Push a dead worker's in-flight jobs back; False if Redis could not be reached (retried later)."""
+Recover = Callable[[str, Config], str | None]
+"""Push a dead worker's in-flight jobs back; None once done, else why not (retried with backoff)."""
 
 
 class Phase(enum.Enum):
@@ -138,20 +133,14 @@ def describe_exit(code: int) -> str:
     return f"was killed by {name}"
 
 
-def read_memory_kb(pid: int) -> int | None:
-    """A worker's proportional set size in KB (RSS if PSS is unavailable); None if it is gone.
+@dataclass(eq=False)
+class _PendingRecovery:
+    """The in-flight list of a dead worker that could not be recovered yet."""
 
-    PSS, not RSS: after fork (and more so with ``preload``) workers share pages with the supervisor
-    copy-on-write, and RSS would charge every shared page to every worker (research notes §6.6).
-    """
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return read_rss_kb(pid) or None
+    identity: str
+    config: Config
+    backoff: Backoff
+    due: float
 
 
 def _noop() -> None:
@@ -171,7 +160,7 @@ class Supervisor:
         notifier: systemd.Notifier,
         clock: Callable[[], float] = time.monotonic,
         reload: Callable[[], Config] | None = None,
-        memory_kb: Callable[[int], int | None] = read_memory_kb,
+        memory_kb: Callable[[int], int | None] = read_pss_kb,
         set_title: Callable[[str], None] = lambda title: None,
         reopen_logs: Callable[[], None] = _noop,
         rand: Callable[[], float] = random.random,
@@ -197,7 +186,7 @@ class Supervisor:
         self._reload_notified = False
         self._rollback: tuple[Config, int] | None = None  # config to go back to if a reload fails
         self._crash_times: deque[float] = deque()
-        self._pending_recovery: list[tuple[str, Config, float, int]] = []  # identity, config, when, tries
+        self._pending_recovery: list[_PendingRecovery] = []
         now = clock()
         self._last_tick = now
         self._next_memory = now + config.memory_check_interval
@@ -234,14 +223,14 @@ class Supervisor:
 
     def title(self) -> str:
         """``swarmd 0.1.0 myapp supervisor [4 of 4 up, 13 of 100 busy]`` (SPEC 1.9)."""
-        return f"swarmd {VERSION} {self.config.tag} supervisor [{self.counts()}]{self._state_suffix()}"
+        return f"swarmd {__version__} {self.config.tag} supervisor [{self.counts()}]{self._state_suffix()}"
 
     # -- events ----------------------------------------------------------------------------------
     def start(self) -> None:
         now = self._clock()
         log.info(
             "swarmd %s starting %d worker(s) of concurrency %d (pid %d)",
-            VERSION,
+            __version__,
             self.config.processes,
             self.config.concurrency,
             os.getpid(),
@@ -251,21 +240,21 @@ class Supervisor:
         self._publish(now, force=True)
 
     def message(self, pid: int, line: str) -> None:
-        """A line from worker ``pid``'s control pipe."""
+        """A line from worker ``pid``'s control pipe (`swarmd.control`); any line is a sign of life."""
         child = self.children.get(pid)
         if child is None:
             return
         now = self._clock()
         child.last_seen = now
-        if line == "booted":
-            self._booted(child, now)
-        elif line.startswith("beat "):
-            with contextlib.suppress(ValueError):
-                child.busy = int(line[5:])
-        elif line == "stopped-remotely":
-            child.stopped_remotely = True
-        else:
+        message = control.decode(line)
+        if message is None:
             log.debug("%s sent an unknown line %r", child.name, line)
+        elif message.kind is control.Kind.BOOTED:
+            self._booted(child, now)
+        elif message.kind is control.Kind.BEAT:
+            child.busy = message.busy
+        elif message.kind is control.Kind.STOPPED_REMOTELY:
+            child.stopped_remotely = True
 
     def exited(self, pid: int, status: int) -> None:
         """``waitpid`` reported ``pid`` with wait status ``status``."""
@@ -322,34 +311,52 @@ class Supervisor:
         self._crashed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
 
     def signal(self, signum: int) -> None:
-        """A signal the supervisor received (read from the wakeup fd); logging is safe here."""
+        """A signal the supervisor received (read from the wakeup fd), dispatched to its ``handle_<name>``
+        method; logging is safe here. A signal without a handler is logged and ignored."""
         now = self._clock()
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = str(signum)
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            if self.phase is Phase.STOPPING:
-                log.info("got %s again: stopping now; running jobs go back to their queues", name)
-                self._hurry(now, at_once=True)
-            else:
-                log.info("got %s: stopping (timeout %.0f s)", name, self.config.timeout)
-                self._stop(now, code=self.stop_code, fast=False)
-        elif signum == signal.SIGTSTP:
-            log.info("got TSTP: workers stop fetching new jobs")
-            self.quiet = True
-            self._forward(signal.SIGTSTP)
-        elif signum == signal.SIGHUP:
-            self._reload(now)
-        elif signum == signal.SIGUSR1:
-            self._reopen_logs()
-            log.info("got USR1: log files reopened")
-            self._forward(signal.SIGUSR1)
-        elif signum == signal.SIGTTIN:
-            log.info("got TTIN: every worker logs its threads' stacks")
-            self._forward(signal.SIGTTIN)
-        # SIGCHLD only wakes the loop: `run` reaps after every wakeup anyway.
+        handler = control.signal_handler(self, signum)
+        if handler is None:
+            log.warning(
+                "got signal %s, which the supervisor does not handle: ignored", control.signal_name(signum)
+            )
+        else:
+            handler(now)
         self._publish(now)
+
+    # -- signal handlers (`HANDLED` lists the signals that have one) ---------------------------------
+    def handle_term(self, now: float) -> None:
+        self._stop_signal("TERM", now)
+
+    def handle_int(self, now: float) -> None:
+        self._stop_signal("INT", now)
+
+    def _stop_signal(self, name: str, now: float) -> None:
+        if self.phase is Phase.STOPPING:
+            log.info("got %s again: stopping now; running jobs go back to their queues", name)
+            self._hurry(now, at_once=True)
+        else:
+            log.info("got %s: stopping (timeout %.0f s)", name, self.config.timeout)
+            self._stop(now, code=self.stop_code, fast=False)
+
+    def handle_tstp(self, now: float) -> None:
+        log.info("got TSTP: workers stop fetching new jobs")
+        self.quiet = True
+        self._forward(signal.SIGTSTP)
+
+    def handle_hup(self, now: float) -> None:
+        self._reload(now)
+
+    def handle_usr1(self, now: float) -> None:
+        self._reopen_logs()
+        log.info("got USR1: log files reopened")
+        self._forward(signal.SIGUSR1)
+
+    def handle_ttin(self, now: float) -> None:
+        log.info("got TTIN: every worker logs its threads' stacks")
+        self._forward(signal.SIGTTIN)
+
+    def handle_chld(self, now: float) -> None:
+        """Only wakes the loop: `run` reaps after every wakeup anyway."""
 
     def tick(self) -> float:
         """Act on every timer that is due; return the seconds until the next one (at most 1)."""
@@ -474,19 +481,31 @@ class Supervisor:
             self._kill(child.pid, sig)
 
     def _recover(self, identity: str, config: Config, now: float) -> None:
-        if not self._recover_fn(identity, config):
-            self._pending_recovery.append((identity, config, now + RECOVERY_RETRY_S, 1))
+        failure = self._recover_fn(identity, config)
+        if failure is not None:
+            what = f"recovering the in-flight jobs of {identity}"
+            pending = _PendingRecovery(
+                identity, config, Backoff(what, rand=self._rand, clock=self._clock), now
+            )
+            pending.due = now + pending.backoff.failed(failure)
+            self._pending_recovery.append(pending)
 
     def _retry_recoveries(self, now: float) -> None:
+        """Retry the recoveries that are due, on the backoff schedule; never blocks (the loop's clock
+        decides when the next try is, see `_next_wakeup`)."""
         pending, self._pending_recovery = self._pending_recovery, []
-        for identity, config, when, tries in pending:
-            if when > now:
-                self._pending_recovery.append((identity, config, when, tries))
-            elif not self._recover_fn(identity, config):
-                if tries < RECOVERY_TRIES:
-                    self._pending_recovery.append((identity, config, now + RECOVERY_RETRY_S, tries + 1))
-                else:  # the liveness key expires meanwhile: any worker recovers the list then
-                    log.error("gave up recovering the in-flight jobs of %s; workers will do it", identity)
+        for entry in pending:
+            if entry.due > now:
+                self._pending_recovery.append(entry)
+                continue
+            failure = self._recover_fn(entry.identity, entry.config)
+            if failure is None:
+                entry.backoff.ok()
+            elif entry.backoff.failures < RECOVERY_TRIES:
+                entry.due = now + entry.backoff.failed(failure)
+                self._pending_recovery.append(entry)
+            else:  # the liveness key expires meanwhile: any worker recovers the list then
+                log.error("gave up recovering the in-flight jobs of %s; workers will do it", entry.identity)
 
     # -- timers ----------------------------------------------------------------------------------
     def _check_stall(self, now: float) -> None:
@@ -716,12 +735,16 @@ class Supervisor:
             if not (c.retiring or c.aborted):
                 timeout = self.config.boot_timeout if c.booted_at is None else self.config.heartbeat_timeout
                 times.append((c.started if c.booted_at is None else c.last_seen) + timeout)
-        times += [when for _, _, when, _ in self._pending_recovery]
+        times += [entry.due for entry in self._pending_recovery]
         if self._watchdog_s is not None:
             times.append(self._next_watchdog)
         if self._publish_at is not None:
             times.append(self._publish_at)
         return max(0.0, min(times) - now)
+
+
+HANDLED = control.handled_signals(Supervisor)
+"""The signals `run` installs: those with a ``handle_<name>`` method. All of them wake the loop."""
 
 
 # -- the real world -----------------------------------------------------------------------------------

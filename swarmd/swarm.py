@@ -2,7 +2,8 @@
 
 Redis check, pidfile, preload, then one single-threaded loop (`selectors` over the
 `signal.set_wakeup_fd` pipe and every worker's control pipe), `os.fork()` of workers, `waitpid`
-reaping, the process title. `_Reporter` is the worker's end of its control pipe. The rules (when to
+reaping, the process title. `_Reporter` is the worker's end of its control pipe (the lines are
+`swarmd.control`'s). The rules (when to
 spawn, replace, kill, stop) live in the state machine; see its module for why no job is lost.
 """
 
@@ -23,14 +24,15 @@ from typing import NoReturn
 
 import setproctitle
 
-from swarmd import connection, logs, recovery, registry, systemd
+from swarmd import connection, control, logs, recovery, registry, systemd
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode
-from swarmd.heartbeat import VERSION, new_identity
+from swarmd.heartbeat import new_identity
 from swarmd.keys import Keys
 from swarmd.pidfile import PidFile
 from swarmd.scripts import Scripts
 from swarmd.supervisor import HANDLED, Supervisor
+from swarmd.version import __version__
 from swarmd.worker import Worker
 
 __all__ = ["run"]
@@ -53,20 +55,20 @@ class _Reporter:
         busy = len(worker.busy)
         if worker.stopped_remotely and not self.told_stopped:
             self.told_stopped = True  # before the worker exits, so its slot is not refilled
-            self._write(b"stopped-remotely\n")
+            self._write(control.STOPPED_REMOTELY)
         if not self.booted:
             self.booted = True
-            self._write(b"booted\n")
+            self._write(control.BOOTED)
         elif now - self.sent < (0.1 if busy != self.busy else 0.5):
             return  # Worker.stop polls every 50 ms: no need to tell each one
         self.busy, self.sent = busy, now
-        self._write(b"beat %d\n" % busy)
+        self._write(control.beat(busy))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, message: control.Message) -> None:
         # Non-blocking and < PIPE_BUF: a line arrives whole or not at all, and a stopped supervisor
         # (full pipe) or a dead one (EPIPE) never blocks or kills the worker.
         with contextlib.suppress(OSError):
-            os.write(self.fd, data)
+            os.write(self.fd, message.encode())
 
 
 class _Loop:
@@ -147,7 +149,7 @@ class _Loop:
             systemd.scrub_child_environment()
             random.seed()
             logs.after_fork_in_child()
-            setproctitle.setproctitle(f"swarmd {VERSION} {config.tag} [booting]")
+            setproctitle.setproctitle(f"swarmd {__version__} {config.tag} [booting]")
             code = Worker(config, identity).run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
         except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
             log.error("worker %s: Redis error: %s", identity, exc)
@@ -221,20 +223,19 @@ def _kill(pid: int, sig: int) -> None:
     os.kill(pid, sig)
 
 
-def _recover_inflight(identity: str, config: Config) -> bool:
+def _recover_inflight(identity: str, config: Config) -> str | None:
+    """`Supervisor`'s ``recover``: None once done, else why not (the supervisor logs it and retries)."""
     # A short-lived connection: the supervisor holds none when it forks.
     client = connection.connect(config.redis_url)
     try:
-        # None: another recoverer holds the lock (it may have died mid-way): try again in a second.
-        return (
-            recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True) is not None
-        )
+        done = recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True)
+        # None: another recoverer holds the lock (it may have died mid-way): try again a little later.
+        return None if done is not None else "another process holds its recovery lock"
     except connection.RedisError as exc:
-        log.warning("cannot recover the in-flight jobs of %s yet: %s", identity, exc)
-        return False
+        return str(exc) or type(exc).__name__
     except Exception:  # a bug must not stop the supervisor; the liveness key still leads to the list
         log.exception("recovering the in-flight jobs of %s failed", identity)
-        return True
+        return None
     finally:
         client.close()
 

@@ -6,6 +6,9 @@ Lifecycle: `start()` (connect, import ``require`` modules, recover, start thread
 fetching), `stop(deadline)` (quiet, wait for running jobs until ``deadline``, push every unfinished
 job back to its queue, leave the process set). `run()` does all of it in the foreground and returns
 an exit code; the supervisor calls it in each forked child.
+
+Signals are recorded in a wakeup pipe and dispatched by the loop to ``handle_<name>`` methods
+(`control.signal_handler`); `HANDLED_SIGNALS`, the ones `run` installs, are those that have one.
 """
 
 from __future__ import annotations
@@ -24,20 +27,23 @@ from collections.abc import Callable
 
 import setproctitle
 
-from swarmd import connection, logs, recovery, registry
+from swarmd import connection, control, logs, recovery, registry
+from swarmd.busy import BusyJobs
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode, RedisUnavailable
 from swarmd.fetch import Fetcher
-from swarmd.heartbeat import VERSION, Heartbeat, new_identity
+from swarmd.heartbeat import Heartbeat, new_identity
 from swarmd.keys import Keys
-from swarmd.processor import Busy, Processor
+from swarmd.processor import Processor
 from swarmd.retry import Retrier
+from swarmd.retrying import until_redis_answers
 from swarmd.scheduler import Scheduler
 from swarmd.scripts import Scripts
+from swarmd.version import __version__
 
 log = logging.getLogger("swarmd")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGUSR1)
+SETTLE_TRIES = 10  # Redis tries for each shutdown step; then the private list waits for recovery
 
 
 def dump_threads() -> None:
@@ -53,7 +59,7 @@ class Worker:
         self.config = config
         self.identity = identity or new_identity()
         self.keys = Keys(config.namespace)
-        self.busy: Busy = {}
+        self.busy = BusyJobs()
         self.processors: list[Processor] = []
         self.stopping = False
         self.stopped_remotely = False
@@ -62,6 +68,7 @@ class Worker:
         self._redis: connection.Redis | None = None
         self._fetcher: Fetcher | None = None
         self._deadline = 0.0
+        self._stop_at: float | None = None  # a stop was asked for (signal, supervisor gone): its deadline
         self._poll_while_stopping: Callable[[], None] = lambda: None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -86,7 +93,7 @@ class Worker:
             dead_timeout=cfg.dead_timeout,
         )
         self.scheduler = Scheduler(scripts)
-        self.heartbeat = Heartbeat(scripts, self.identity, cfg, lambda: dict(self.busy), self._is_quiet)
+        self.heartbeat = Heartbeat(scripts, self.identity, cfg, self.busy.snapshot, self._is_quiet)
         # Register (liveness key first) before fetching anything, so a private list never exists
         # without a liveness key and a registry entry that lead to it.
         self.heartbeat.beat()
@@ -168,15 +175,14 @@ class Worker:
         self._deadline = time.monotonic()
 
     def _settle_redis(self, action: Callable[[], object], what: str) -> int:
-        for attempt in range(10):
-            try:
-                result = action()
-                return result if isinstance(result, int) else 0
-            except connection.RedisError as exc:
-                log.warning("%s: Redis error (attempt %d): %s", what, attempt + 1, exc)
-                time.sleep(min(0.1 * 2**attempt, 2.0))
-        log.error("%s: gave up; the jobs stay in %s for recovery", what, self.keys.inflight(self.identity))
-        return 0
+        try:
+            result = until_redis_answers(action, what, tries=SETTLE_TRIES)
+        except connection.RedisError:
+            log.error(
+                "%s: gave up; the jobs stay in %s for recovery", what, self.keys.inflight(self.identity)
+            )
+            return 0
+        return result if isinstance(result, int) else 0
 
     # -- housekeeping ------------------------------------------------------------------------------
     def _housekeeping(self, now: float, *, stopping: bool = False) -> float:
@@ -224,7 +230,7 @@ class Worker:
 
     def title(self) -> str:
         cfg = self.config
-        text = f"swarmd {VERSION} {cfg.tag} [{len(self.busy)} of {cfg.concurrency} busy]"
+        text = f"swarmd {__version__} {cfg.tag} [{len(self.busy)} of {cfg.concurrency} busy]"
         return text + " stopping" if self._is_quiet() else text
 
     def _set_title(self) -> None:
@@ -264,30 +270,33 @@ class Worker:
         sel.register(rfd, selectors.EVENT_READ, "signal")
         if parent_fd is not None:
             sel.register(parent_fd, selectors.EVENT_READ, "parent")
-        deadline: float | None = None
         try:
             while True:
                 now = time.monotonic()
-                wait = self._housekeeping(now, stopping=deadline is not None)
+                wait = self._housekeeping(now, stopping=self._stop_at is not None)
                 if on_tick is not None:
                     on_tick(self)
-                if deadline is not None:
+                if self._stop_at is not None:
                     break
                 for key, _ in sel.select(wait):
                     if key.data == "parent":
                         log.error("supervisor is gone: stopping now")
-                        deadline = time.monotonic()
+                        self._stop_at = time.monotonic()
                         continue
-                    for signum in os.read(rfd, 64):
-                        deadline = self._handle_signal(signum, deadline)
+                    self._dispatch_signals(os.read(rfd, 64))
 
             def poll_while_stopping() -> None:
-                self._poll_signals_while_stopping(rfd)
+                try:
+                    signals = os.read(rfd, 64)
+                except BlockingIOError:
+                    signals = b""
+                self._dispatch_signals(signals)
                 if on_tick is not None:  # the supervisor keeps seeing beats (busy count) while draining
                     on_tick(self)
 
             self._poll_while_stopping = poll_while_stopping
-            self.stop(deadline)
+            assert self._stop_at is not None  # the loop above ends only then
+            self.stop(self._stop_at)
         finally:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
@@ -296,28 +305,43 @@ class Worker:
             logs.flush()
         return int(ExitCode.OK)
 
-    def _handle_signal(self, signum: int, deadline: float | None) -> float | None:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            if deadline is not None:
-                return time.monotonic()  # second stop signal: no more waiting
-            log.info("got %s: stopping (timeout %.0f sec)", signal.Signals(signum).name, self.config.timeout)
-            return time.monotonic() + self.config.timeout
-        if signum == signal.SIGTSTP:
-            self.quiet()
-        elif signum == signal.SIGTTIN:
-            dump_threads()
-        elif signum == signal.SIGUSR1:
-            logs.reopen_logs()
-            log.info("log files reopened")
-        return deadline
+    # -- signals (`HANDLED_SIGNALS` lists the ones with a handler) -----------------------------------
+    def _dispatch_signals(self, signums: bytes) -> None:
+        """Call ``handle_<name>`` for each signal number the wakeup pipe carried."""
+        for signum in signums:
+            handler = control.signal_handler(self, signum)
+            if handler is None:
+                name = control.signal_name(signum)
+                log.warning("got signal %s, which a worker does not handle: ignored", name)
+            else:
+                handler()
 
-    def _poll_signals_while_stopping(self, rfd: int) -> None:
-        try:
-            data = os.read(rfd, 64)
-        except BlockingIOError:
-            return
-        if any(s in (signal.SIGTERM, signal.SIGINT) for s in data):
+    def handle_term(self) -> None:
+        self._stop_signal("TERM")
+
+    def handle_int(self) -> None:
+        self._stop_signal("INT")
+
+    def _stop_signal(self, name: str) -> None:
+        if self.stopping:
             log.info("second stop signal: pushing running jobs back now")
             self.hurry()
-        if signal.SIGTTIN in data:
-            dump_threads()
+        elif self._stop_at is not None:
+            self._stop_at = time.monotonic()  # a second one before the stop began: no more waiting
+        else:
+            log.info("got %s: stopping (timeout %.0f sec)", name, self.config.timeout)
+            self._stop_at = time.monotonic() + self.config.timeout
+
+    def handle_tstp(self) -> None:
+        self.quiet()
+
+    def handle_ttin(self) -> None:
+        dump_threads()
+
+    def handle_usr1(self) -> None:
+        logs.reopen_logs()
+        log.info("log files reopened")
+
+
+HANDLED_SIGNALS = control.handled_signals(Worker)
+"""The signals `Worker.run` installs: those with a ``handle_<name>`` method."""

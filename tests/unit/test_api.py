@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,7 @@ from typing import Any
 import pytest
 
 import swarmd
-from swarmd import errors, registry
-from swarmd.heartbeat import VERSION
+from swarmd import errors, registry, version
 
 PUBLIC = [
     "BootError",
@@ -42,8 +42,15 @@ def test_every_public_name_exists() -> None:
 
 
 def test_one_version_everywhere() -> None:
-    pyproject = tomllib.loads((Path(swarmd.__file__).parent.parent / "pyproject.toml").read_text())
-    assert swarmd.__version__ == pyproject["project"]["version"] == VERSION
+    package = Path(swarmd.__file__).parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "swarmd.version.__version__"}
+    assert swarmd.__version__ == version.__version__
+    literal = re.compile(re.escape(f'"{version.__version__}"'))
+    sources = [p for p in package.glob("*.py") if p.name != "version.py"]
+    elsewhere = [p.name for p in sources if literal.search(p.read_text())]
+    assert not elsewhere, f"the version string is written again in {elsewhere}: import swarmd.version"
 
 
 def test_exception_tree() -> None:

@@ -20,6 +20,9 @@ PACKAGE = Path(swarmd.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "keys": 0,
+    "version": 0,  # the one version string
+    "procfs": 0,  # every /proc reader
+    "busy": 0,  # the lock-guarded table of running jobs
     "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
     "payload": 1,
@@ -29,8 +32,10 @@ LAYERS: dict[str, int] = {
     "devredis": 2,
     "pidfile": 2,
     "unitfile": 2,  # a leaf (no swarmd imports) that `ctl` renders units with
+    "control": 2,  # the control-pipe lines and signal dispatch, for `worker` and `supervisor`
     "client": 3,
     "scripts": 3,
+    "retrying": 3,  # retry until Redis answers: needs `connection` for its errors
     "registry": 4,
     "fetch": 4,
     "retry": 4,

@@ -12,7 +12,8 @@ import pytest
 
 from swarmd.config import Config
 from swarmd.errors import ConfigError
-from swarmd.supervisor import ABORT_GRACE_S, Supervisor, describe_exit
+from swarmd.retrying import CAP_S
+from swarmd.supervisor import ABORT_GRACE_S, RECOVERY_TRIES, Supervisor, describe_exit
 from swarmd.systemd import Notifier
 
 
@@ -51,6 +52,7 @@ class Harness:
         self.events: list[tuple[Any, ...]] = []
         self.memory: dict[int, int] = {}
         self.recover_ok = True
+        self.recovered_at: list[float] = []  # when `recover` was called
         self.notifier = CapturingNotifier(env)
         self.titles: list[str] = []
         self.sup = Supervisor(
@@ -74,9 +76,10 @@ class Harness:
     def kill(self, pid: int, sig: int) -> None:
         self.events.append(("kill", pid, signal.Signals(sig).name))
 
-    def recover(self, identity: str, config: Config) -> bool:
+    def recover(self, identity: str, config: Config) -> str | None:
         self.events.append(("recover", identity))
-        return self.recover_ok
+        self.recovered_at.append(self.now)
+        return None if self.recover_ok else "Error 111 connecting to redis:6379. Connection refused."
 
     # -- helpers ---------------------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -424,16 +427,45 @@ def test_usr1_reopens_own_logs_and_forwards_ttin_and_usr1() -> None:
     assert h.kills() == [("kill", pid, "SIGUSR1"), ("kill", pid, "SIGTTIN")]
 
 
-def test_recovery_is_retried_while_redis_is_unreachable() -> None:
+def test_recovery_is_retried_with_backoff_while_redis_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="swarmd")
+    h = Harness(config(processes=1))
+    (pid,) = h.started(1)
+    identity = f"host:{pid}:abc"
+    h.recover_ok = False
+    h.sup.exited(pid, signal_status(signal.SIGKILL))
+    h.advance(12.0)
+    gaps = [b - a for a, b in zip(h.recovered_at, h.recovered_at[1:], strict=False)]
+    assert len(gaps) >= 6
+    assert gaps[0] < 0.2  # the first retry comes quickly
+    assert gaps == sorted(gaps)  # then less and less often ...
+    assert max(gaps) <= CAP_S + 0.05  # ... but at least every 2 s (plus one loop step)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if identity in w] == [
+        f"recovering the in-flight jobs of {identity} failed, retrying with backoff: "
+        "Error 111 connecting to redis:6379. Connection refused."
+    ]  # once, not once per try
+    h.recover_ok = True
+    h.advance(CAP_S + 0.1)
+    tries = len(h.recovered_at)
+    h.advance(10.0)
+    assert len(h.recovered_at) == tries  # done: no more tries
+    back = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
+    assert len(back) == 1 and identity in back[0]
+
+
+def test_recovery_gives_up_after_its_tries_and_leaves_the_list_to_the_workers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     h = Harness(config(processes=1))
     (pid,) = h.started(1)
     h.recover_ok = False
     h.sup.exited(pid, signal_status(signal.SIGKILL))
-    h.advance(2.5)
-    h.recover_ok = True
-    h.advance(1.0)
-    h.advance(3.0)
-    assert h.events.count(("recover", f"host:{pid}:abc")) == 4  # at the reap, +1 s, +2 s, +3 s (ok)
+    h.advance(RECOVERY_TRIES * CAP_S + 5.0, step=0.5)
+    assert h.events.count(("recover", f"host:{pid}:abc")) == RECOVERY_TRIES + 1  # at the reap, then retries
+    assert any("gave up recovering" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
 
 def test_watchdog_pings_every_half_interval_only_when_it_is_ours() -> None:
