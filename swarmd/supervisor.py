@@ -69,7 +69,9 @@ STABLE_AFTER_S = 60.0  # a worker up this long resets its slot's backoff
 MEMORY_SAMPLES = 3  # samples in a row above max_memory_mb before a worker is replaced
 ABORT_GRACE_S = 2.0  # after SIGABRT (stack dump), SIGKILL if the worker is still there
 HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with the first
-RECOVERY_TRIES = 30  # ~ a minute on the backoff schedule; the liveness key has expired by then
+# 26-53 s of tries on the backoff schedule: by then the dead worker's liveness key (`liveness_ttl`,
+# 20 s by default) has expired, and any worker recovers the list.
+RECOVERY_TRIES = 30
 EXTEND_EVERY_S = 2.0
 
 Spawn = Callable[[int, Config], tuple[int, str]]
