@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from swarmd.devredis import RedisServer
-from tests.chaos.harness import ChaosSwarm, Producer, Report, background, pick, seconds
+from tests.chaos.harness import ChaosSwarm, Producer, Report, background, chaos_work, pick, seconds
 
 CRASH_LOOP = (
     "known defect: the crash-loop guard stops the swarm (exit 70) when workers are killed from outside"
@@ -107,4 +107,44 @@ def test_whole_tree_and_redis_sigkilled_on_aof_then_restarted(
         note=f"{len(recoveries)} power cuts, {stranded} job(s) in dead workers' private lists",
     )
     tally.check(problem)
+    swarm.wait_settled()
+
+
+def test_scheduler_moves_each_due_job_once_while_workers_are_killed(
+    swarm: ChaosSwarm, report: Report
+) -> None:
+    # Three workers poll `schedule` every 50-100 ms; the jobs come due over a few seconds, during which
+    # workers are SIGKILLed. A job may run twice only if a run was in a killed worker.
+    processes, kills, every_s = 3, pick(5, 10), pick(0.4, 0.8)
+    d = swarm.start_booted(processes)
+    first_due = time.time() + 1.0
+    window = pick(2.0, 8.0)
+    work = swarm.via(chaos_work)
+    tokens = [f"s{i}" for i in range(pick(600, 6000))]
+    for token in tokens:
+        work.perform_at(first_due + random.uniform(0, window), token, 0.002)
+        swarm.acked.append(token)
+
+    def killer(stop: threading.Event) -> None:
+        stop.wait(max(0.0, first_due - time.time()))
+        for _ in range(kills):
+            if stop.wait(every_s) or not d.alive():
+                return
+            booted = d.booted_workers()
+            if booted:
+                swarm.sigkill(random.choice(booted))
+
+    with background(killer, "killer"):
+        problem = swarm.wait_done(tokens, window + 60, watch=[d])
+    tally = swarm.tally()
+    unexplained = set(tally.duplicates) - tally.explained
+    report.row(
+        "scheduler: due jobs moved while workers are SIGKILLed",
+        tally,
+        note=f"{len(tokens)} jobs due over {window:g} s, {len(swarm.killed)} SIGKILLs, {processes} workers",
+    )
+    tally.check(problem)
+    assert not unexplained, (
+        f"jobs run twice without a kill to explain it (moved twice?): {sorted(unexplained)[:5]}"
+    )
     swarm.wait_settled()
