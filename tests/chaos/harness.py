@@ -132,6 +132,12 @@ NORMAL_CLASSES = frozenset({"ChaosWork"})
 """Jobs that must never end in `dead` (innocents)."""
 
 
+def is_normal(job: dict[str, Any]) -> bool:
+    """A normal job (``ChaosWork`` with its token first): not one of the fuzzed payloads beside it."""
+    name, args = job.get("class"), job.get("args")
+    return isinstance(name, str) and name in NORMAL_CLASSES and isinstance(args, list) and bool(args)
+
+
 # Stubs of the same names in the test process: enqueueing goes through `perform_async` as an app's would.
 @swarmd.job(name="ChaosWork")
 def chaos_work(token: str, seconds: float = 0.0) -> None:
@@ -407,7 +413,7 @@ class ChaosSwarm(Ledger):
     def dead_jobs(self) -> list[dict[str, Any]]:
         jobs = []
         for raw in cast("list[bytes]", self.r.zrange("dead", 0, -1)):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 job = json.loads(raw)
                 if isinstance(job, dict):
                     jobs.append(job)
@@ -415,48 +421,64 @@ class ChaosSwarm(Ledger):
 
     def innocents_dead(self) -> list[str]:
         """Tokens of normal jobs in `dead` (with their error class)."""
-        return [
-            f"{job['args'][0]} ({job.get('error_class')})"
-            for job in self.dead_jobs()
-            if job.get("class") in NORMAL_CLASSES and isinstance(job.get("args"), list) and job["args"]
-        ]
+        return [f"{job['args'][0]} ({job.get('error_class')})" for job in self.dead_jobs() if is_normal(job)]
 
     def tokens_in_redis(self) -> dict[str, str]:
         """Tokens of normal jobs anywhere in Redis (any list: queues, private lists; any sorted set), and
-        the key each is in."""
-        found: dict[str, str] = {}
-        for key in self.r.scan_iter("*"):
-            kind = self.r.type(key)
+        the key each is in: one snapshot (MULTI), so a job moving from a queue into a private list
+        meanwhile is seen in one of them."""
+        keys = list(self.r.scan_iter("*"))
+        kinds = self.r.pipeline(transaction=False)
+        for key in keys:
+            kinds.type(key)
+        reads = [
+            (key, kind) for key, kind in zip(keys, kinds.execute(), strict=True) if kind in (b"list", b"zset")
+        ]
+        snapshot = self.r.pipeline(transaction=True)
+        for key, kind in reads:
             if kind == b"list":
-                members = cast("list[bytes]", self.r.lrange(key, 0, -1))
-            elif kind == b"zset":
-                members = cast("list[bytes]", self.r.zrange(key, 0, -1))
+                snapshot.lrange(key, 0, -1)
             else:
-                continue
+                snapshot.zrange(key, 0, -1)
+        found: dict[str, str] = {}
+        for (key, _), members in zip(reads, snapshot.execute(raise_on_error=False), strict=True):
+            if not isinstance(members, list):
+                continue  # the key changed type meanwhile
             for raw in members:
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, RecursionError):
                     job = json.loads(raw)
-                    if isinstance(job, dict) and job.get("class") in NORMAL_CLASSES and job.get("args"):
+                    if isinstance(job, dict) and is_normal(job):
                         found[str(job["args"][0])] = key.decode(errors="replace")
         return found
 
     def tally(self, tokens: Sequence[str] | None = None) -> Tally:
-        """Count what happened to ``tokens`` (default: every acknowledged token)."""
+        """Count what happened to ``tokens`` (default: every acknowledged token).
+
+        Redis is read before the ledger: a job that left Redis before the snapshot had written its
+        ledger line by then (a job is acknowledged after it ran). A job is lost only if three such
+        looks, a moment apart, all miss it (a private list created between SCAN and MULTI)."""
         acked = list(self.acked if tokens is None else tokens)
-        counts = self.count("done")
-        never = [t for t in acked if not counts[t]]
-        pending: list[str] = []
-        innocents: list[str] = []
-        in_redis: dict[str, str] = {}
-        try:
-            if never:
+        lost: list[str] | None = None
+        for attempt in range(3):
+            pending: list[str] = []
+            innocents: list[str] = []
+            try:
                 in_redis = self.tokens_in_redis()
+                innocents = self.innocents_dead()
+            except redis.RedisError:
+                in_redis = None  # Redis is down: nothing can be called lost
+            counts = self.count("done")
+            never = [t for t in acked if not counts[t]]
+            if in_redis is None:
+                pending, missing = never, []
+            else:
                 pending = [f"{t} (in {in_redis[t]})" for t in never if t in in_redis]
-            innocents = self.innocents_dead()
-        except redis.RedisError:
-            pending = never  # Redis is down: nothing can be called lost
-            in_redis = dict.fromkeys(never, "?")
-        lost = [t for t in never if t not in in_redis]
+                missing = [t for t in never if t not in in_redis]
+            lost = missing if lost is None else [t for t in lost if t in missing]
+            if not lost:
+                break
+            time.sleep(0.2 * (attempt + 1))
+        assert lost is not None
         acked_set = set(acked)
         dups = {t: n for t, n in counts.items() if n > 1 and t in acked_set}
         return Tally(len(acked), lost, pending, dups, innocents, self.explained(dups), bool(self.killed))
@@ -517,16 +539,16 @@ class StrandWatch:
 
 
 def _payload(value: bytes) -> bytes:
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
+    with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
         return str(json.loads(value)["payload"]).encode()
     return b""
 
 
 def _token(raw: bytes) -> str | None:
     """The token of a normal job's raw bytes (None for anything else)."""
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):
         job = json.loads(raw)
-        if isinstance(job, dict) and job.get("class") in NORMAL_CLASSES and job.get("args"):
+        if isinstance(job, dict) and is_normal(job):
             return str(job["args"][0])
     return None
 
