@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict swarmd
 
+# Includes the short chaos campaign (tests/chaos); loadgroup keeps each xdist_group on one worker.
 test: lint
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
@@ -31,6 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/swarm.py --skip-throughput
 	if command -v sidekiq >/dev/null; then $(BIN)/python benchmarks/peers.py; \
 	else echo "peers.py skipped: no Sidekiq (apt-get install ruby-sidekiq)"; fi
+
+# The whole fault-injection campaign (10-15 min) and its table: see README "What we test, and what it found".
+chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -408,7 +408,10 @@ class ChaosSwarm(Ledger):
         wait_until(lambda: self.inflight() == 0, timeout_s, what="every in-flight list to empty")
 
     def inflight(self) -> int:
-        return sum(int(cast(int, self.r.llen(k))) for k in self.r.scan_iter("swarmd:inflight:*"))
+        total = 0
+        for key in self.r.scan_iter("swarmd:inflight:*"):
+            total += self.r.llen(key)
+        return total
 
     def dead_jobs(self) -> list[dict[str, Any]]:
         jobs = []
@@ -571,7 +574,7 @@ class Tally:
         assert not self.innocents_dead, f"innocent jobs in dead: {self.innocents_dead[:5]}"
         never = f"{len(self.pending)} job(s) never ran, still in Redis: {self.pending[:5]}"
         if problem is not None and STRANDED in problem:
-            pytest.xfail(f"{STRANDED_REASON}: {problem}")
+            pytest.xfail(STRANDED_REASON)
         assert problem is None, problem + (f"; {never}" if self.pending else "")
         assert not self.pending, never
         if not duplicates_allowed:
@@ -722,8 +725,18 @@ class Report:
         self.rows: list[Row] = []
 
     def row(
-        self, scenario: str, tally: Tally | None = None, *, recovery: str = "-", note: str = "", **cells: Any
+        self,
+        scenario: str,
+        tally: Tally | None = None,
+        *,
+        recovery: str = "-",
+        note: str = "",
+        problem: str | None = None,
+        **cells: Any,
     ) -> Row:
+        """Record (and print) a row; ``problem``, what cut the scenario short, joins the note."""
+        if problem:
+            note = (note + "; " if note else "") + problem.splitlines()[0][:300]
         row = Row(scenario, 0, recovery=recovery, note=note)
         if tally is not None:
             row.jobs, row.lost = tally.jobs, len(tally.lost)
@@ -745,20 +758,18 @@ class Report:
         )
         return row
 
-    def write(self, outcome: str) -> None:
+    def write(self, outcome: str, reason: str = "") -> None:
         path = os.environ.get("SWARMD_CHAOS_REPORT")
         if not path:
             return
+        mode = "full" if FULL else "short"
         with open(path, "a") as f:
             for row in self.rows:
-                f.write(
-                    json.dumps(
-                        {
-                            "test": self.test,
-                            "outcome": outcome,
-                            "mode": "full" if FULL else "short",
-                            **row.__dict__,
-                        }
-                    )
-                    + "\n"
-                )
+                record = {
+                    "test": self.test,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "mode": mode,
+                    **row.__dict__,
+                }
+                f.write(json.dumps(record) + "\n")

@@ -45,7 +45,7 @@ CATEGORIES: dict[str, str | None] = {
         "lines, before the error line"
     ),
 }
-TIMEOUT_S = 5.0 * TIMEOUT_SCALE
+TIMEOUT_S = 3.0 * TIMEOUT_SCALE
 UNREACHABLE = "redis://127.0.0.1:1/0"
 _SCRUBBED = ("REDIS_URL", "APP_ENV", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
@@ -174,6 +174,7 @@ def problem(result: dict[str, Any]) -> str | None:
     return None
 
 
+@pytest.mark.xdist_group("chaos-configs")  # one worker runs them (`make test` uses --dist loadgroup)
 @pytest.mark.parametrize(
     "category",
     [

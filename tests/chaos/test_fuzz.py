@@ -158,7 +158,12 @@ def run_fuzz(
         if d.booted_workers() != [worker]:
             return f"the worker did not carry on: workers {d.workers()} (was {worker})"
         tracebacks = swarmd_tracebacks(d.output())
-        return f"swarmd's own traceback: {tracebacks[0][-1500:]}" if tracebacks else None
+        if not tracebacks:
+            return None
+        lines = tracebacks[0].splitlines()
+        return (
+            f"swarmd's own traceback: {lines[-1][:200]} (after: {lines[0][-150:]})\n" + tracebacks[0][-3000:]
+        )
 
     problem = swarm.wait_done(swarm.acked, pick(60, 240), watch=[d], also=broken)
     if problem is None:
@@ -179,9 +184,8 @@ def run_fuzz(
         scenario,
         tally,
         jobs=f"{total} fuzzed + {tally.jobs} normal",
-        note=(f"{len(found.problems)} payload(s) ended wrong; " if found.problems else "")
-        + found.summary()
-        + (f"; {problem.splitlines()[0][:200]}" if problem else ""),
+        note=(f"{len(found.problems)} payload(s) ended wrong; " if found.problems else "") + found.summary(),
+        problem=problem,
     )
     tally.check(problem)
     assert not found.problems, "\n".join(found.problems[:10])
@@ -192,7 +196,7 @@ def run_fuzz(
 def test_fuzzed_payloads(target: str, swarm: ChaosSwarm, report: Report) -> None:
     seed = fuzz.seed(FULL)
     print(f"SWARMD_CHAOS_SEED={seed}")
-    items = PayloadFuzzer(random.Random(f"{seed}-{target}")).batch(pick(300, 3400))
+    items = PayloadFuzzer(random.Random(f"{seed}-{target}")).batch(pick(200, 3400))
     run_fuzz(swarm, report, f"fuzzed payloads into {target} (seed {seed})", [target], {target: items})
 
 
@@ -224,7 +228,7 @@ def test_lone_surrogates_in_key_fields(swarm: ChaosSwarm, report: Report) -> Non
     swarm.sigkill(worker)
     problem = swarm.wait_done(beside, 30, watch=[d])
     tally = swarm.tally(beside)
-    report.row("lone surrogate jid in flight at SIGKILL", tally)
+    report.row("lone surrogate jid in flight at SIGKILL", tally, problem=problem)
     tally.check(problem)
 
 

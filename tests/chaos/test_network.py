@@ -57,7 +57,7 @@ def test_redis_outage_under_load(
     server = redis_factory(extra_args=("--appendonly", "yes", "--appendfsync", "always"))
     swarm.use_redis(server.url)
     d = swarm.start_booted(2)
-    outage_s = pick(3.0, 8.0)
+    outage_s = pick(2.0, 8.0)
     recoveries: list[float] = []
     with Producer(swarm, "load", seconds=0.005) as producer:
         for _ in range(pick(1, 3)):
@@ -76,6 +76,7 @@ def test_redis_outage_under_load(
         tally,
         recovery=spread(recoveries),
         note=f"{pick(1, 3)} outage(s) of {outage_s:g} s; {producer.refused} enqueue(s) refused meanwhile",
+        problem=problem,
     )
     tally.check(problem)
     assert not swarm.wait_done([], 0) and d.alive()
@@ -105,7 +106,7 @@ def test_connection_resets(
     d = swarm.start_booted(2, swarm.config(redis_url=chaos.url))
     recoveries: list[float] = []
     with Producer(swarm, "load", seconds=0.005):
-        for _ in range(pick(5, 30)):
+        for _ in range(pick(3, 30)):
             swarm.wait_progress(30, d)
             chaos.reset()
             recovery = recovered_after(swarm, time.time(), [d])
@@ -118,6 +119,7 @@ def test_connection_resets(
         tally,
         recovery=spread(recoveries),
         note=f"{chaos.resets} connections reset",
+        problem=problem,
     )
     tally.check(problem)
     swarm.wait_settled()
@@ -135,7 +137,7 @@ def test_delays(
         for delay in delays:
             swarm.wait_progress(30, d)
             chaos.delay(delay)
-            time.sleep(pick(2.0, 8.0))  # the fault's duration
+            time.sleep(pick(1.5, 8.0))  # the fault's duration
             chaos.heal()
             recovery = recovered_after(swarm, time.time(), [d])
             if recovery is not None:
@@ -146,7 +148,8 @@ def test_delays(
         "proxy: delays",
         tally,
         recovery=spread(recoveries),
-        note="each chunk delayed " + ", ".join(f"{s:g}" for s in delays) + f" s, {pick(2, 8)} s each",
+        note="each chunk delayed " + ", ".join(f"{s:g}" for s in delays) + f" s, {pick(1.5, 8):g} s each",
+        problem=problem,
     )
     tally.check(problem)
     swarm.wait_settled()
@@ -175,6 +178,7 @@ def test_lost_replies(
         "proxy: lost replies (fetch, BLMOVE)",
         tally,
         note=f"{len(fault.dropped)} of {attempts} replies dropped",
+        problem=problem,
     )
     tally.check(problem)
     swarm.wait_settled()
@@ -186,8 +190,9 @@ def test_blackhole_while_a_worker_dies(
 ) -> None:
     server, _, chaos = proxied
     swarm.use_redis(server.url)
-    d = swarm.start_booted(2, swarm.config(redis_url=chaos.url))
-    hole_s = pick(6.0, 30.0)
+    # heartbeat_timeout 6: the supervisor calls a loop stall beyond 3 s a stall (and says so).
+    d = swarm.start_booted(2, swarm.config(redis_url=chaos.url, heartbeat_timeout=6))
+    hole_s = pick(4.0, 30.0)
     with Producer(swarm, "load", seconds=0.005):
         swarm.wait_progress(50, d)
         chaos.blackhole()
@@ -206,6 +211,7 @@ def test_blackhole_while_a_worker_dies(
         recovery=seconds(recovery),
         note=f"{hole_s:g} s blackhole; "
         + (f"supervisor: {stalls[0]}" if stalls else "the supervisor never stalled"),
+        problem=problem,
     )
     tally.check(problem)
     assert not stalls, f"the supervisor's loop blocked on Redis: {stalls}"
