@@ -14,6 +14,7 @@ import pytest
 
 from swarmd.devredis import RedisServer
 from tests.chaos.harness import ChaosSwarm, Producer, Report, background, chaos_work, pick, seconds
+from tests.conftest import TIMEOUT_SCALE
 
 CRASH_LOOP = (
     "known defect: the crash-loop guard stops the swarm (exit 70) when workers are killed from outside"
@@ -122,19 +123,18 @@ def test_scheduler_moves_each_due_job_once_while_workers_are_killed(
     # workers are SIGKILLed. A job may run twice only if a run was in a killed worker.
     processes, kills, every_s = 3, pick(5, 10), pick(0.4, 0.8)
     d = swarm.start_booted(processes)
-    first_due = time.time() + 1.0
     window = pick(2.0, 8.0)
-    work = swarm.via(chaos_work)
     tokens = [f"s{i}" for i in range(pick(400, 6000))]
+    # Due once they are all enqueued (a round trip each, under load: allow 3 ms per job).
+    first_due = time.time() + 1.0 + 0.003 * len(tokens) * TIMEOUT_SCALE
+    work = swarm.via(chaos_work)
     for token in tokens:
         work.perform_at(first_due + random.uniform(0, window), token, 0.002)
         swarm.acked.append(token)
 
     def killer(stop: threading.Event) -> None:
         stop.wait(max(0.0, first_due - time.time()))
-        for _ in range(kills):
-            if stop.wait(every_s) or not d.alive():
-                return
+        while len(swarm.killed) < kills and not stop.wait(every_s) and d.alive():
             booted = d.booted_workers()
             if booted:
                 swarm.sigkill(random.choice(booted))
