@@ -161,9 +161,8 @@ def run_fuzz(
         if not tracebacks:
             return None
         lines = tracebacks[0].splitlines()
-        return (
-            f"swarmd's own traceback: {lines[-1][:200]} (after: {lines[0][-150:]})\n" + tracebacks[0][-3000:]
-        )
+        after = lines[0].split(": ", 1)[-1][:100]  # the message of the log line that carried it
+        return f"swarmd's own traceback: {lines[-1][:120]} (after: {after})\n" + tracebacks[0][-3000:]
 
     problem = swarm.wait_done(swarm.acked, pick(60, 240), watch=[d], also=broken)
     if problem is None:

@@ -63,7 +63,7 @@ def test_worker_sigkills_under_load(swarm: ChaosSwarm, report: Report) -> None:
     report.row(
         "worker SIGKILLs under load",
         tally,
-        recovery=spread(recoveries),
+        recovery=spread(recoveries) + " to a booted replacement",
         note=f"{len(swarm.killed)} SIGKILLs, one every {every_s:g} s, {processes} workers"
         + pick(", crash_limit 3", ""),
         problem=problem,
@@ -108,8 +108,9 @@ def test_whole_tree_and_redis_sigkilled_on_aof_then_restarted(
     report.row(
         "whole tree + Redis SIGKILL (AOF), restart",
         tally,
-        recovery=spread(recoveries),
-        note=f"{len(recoveries)} power cut(s), {stranded} job(s) in dead workers' private lists",
+        recovery=spread(recoveries) + " from restart to all recovered",
+        note=f"{len(recoveries)} power cut(s), {stranded} job(s) in dead workers' private lists, recovered "
+        "by the new swarm once their liveness keys expired (liveness_ttl 2)",
         problem=problem,
     )
     tally.check(problem)
