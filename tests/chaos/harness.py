@@ -716,6 +716,15 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+def spread(values: Sequence[float]) -> str:
+    """``max X s, median Y s`` of measured durations (``-`` if none)."""
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    median = f", median {seconds(ordered[len(ordered) // 2])}" if len(ordered) > 1 else ""
+    return f"max {seconds(ordered[-1])}{median}"
+
+
 class Report:
     """The rows one scenario reports: printed at teardown (``pytest -s`` shows them; a failure report
     always does) and appended as JSON lines to ``$SWARMD_CHAOS_REPORT`` (benchmarks/chaos.py's table)."""

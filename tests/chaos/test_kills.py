@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import random
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -13,18 +12,12 @@ from typing import Any
 import pytest
 
 from swarmd.devredis import RedisServer
-from tests.chaos.harness import ChaosSwarm, Producer, Report, background, chaos_work, pick, seconds
+from tests.chaos.harness import ChaosSwarm, Producer, Report, background, chaos_work, pick, spread
 from tests.conftest import TIMEOUT_SCALE
 
 CRASH_LOOP = (
     "known defect: the crash-loop guard stops the swarm (exit 70) when workers are killed from outside"
 )
-
-
-def spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"max {seconds(max(values))}, median {seconds(statistics.median(values))}"
 
 
 @pytest.mark.xfail(strict=True, reason=CRASH_LOOP)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from swarmd.devredis import RedisServer
-from tests.chaos.harness import ChaosSwarm, Producer, Report, pick, seconds, until
+from tests.chaos.harness import ChaosSwarm, Producer, Report, SwarmDaemon, pick, seconds, spread, until
 from tests.chaos.proxy import ChaosProxy
 from tests.integration.conftest import free_port
 from tests.integration.faultproxy import FaultProxy
@@ -26,19 +26,11 @@ SUPERVISOR_BLOCKS = (
 )
 
 
-def spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"max {seconds(max(values))}" + (
-        f", median {seconds(sorted(values)[len(values) // 2])}" if len(values) > 1 else ""
-    )
-
-
 def recovered_after(
-    swarm: ChaosSwarm, when: float, watch: list[object], timeout_s: float = 30.0
+    swarm: ChaosSwarm, when: float, watch: Sequence[SwarmDaemon], timeout_s: float = 30.0
 ) -> float | None:
     """Seconds from ``when`` (wall clock) until a job finished after it (None if none did in time)."""
-    until(lambda: swarm.first_done_after(when) is not None, timeout_s, watch)  # type: ignore[arg-type]
+    until(lambda: swarm.first_done_after(when) is not None, timeout_s, watch)
     return swarm.first_done_after(when)
 
 
@@ -79,7 +71,6 @@ def test_redis_outage_under_load(
         problem=problem,
     )
     tally.check(problem)
-    assert not swarm.wait_done([], 0) and d.alive()
     swarm.wait_settled()
 
 
