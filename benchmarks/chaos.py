@@ -61,7 +61,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells = [row["scenario"], row["jobs"], row["lost"], row["duplicates"], row["innocents_dead"]]
         cells += [row["recovery"], outcome, row["note"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
-    notes = [f"[{i}] {reason}" for i, reason in enumerate(reasons, 1)]
+    notes = [f"- [{i}] {reason}" for i, reason in enumerate(reasons, 1)]
     return "\n".join(lines + (["", *notes] if notes else []))
 
 

@@ -61,7 +61,7 @@ def _child(case: dict[str, Any], env: dict[str, str], out: str, err: str) -> Non
         os._exit(code)
 
 
-def _ends(text: str) -> str:
+def ends(text: str) -> str:
     """A long output's beginning and end (where a traceback's exception is)."""
     return text if len(text) <= 6000 else f"{text[:2000]}\n[...]\n{text[-4000:]}"
 
@@ -99,8 +99,8 @@ def run(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 with open(out, errors="replace") as o, open(err, errors="replace") as e:
                     results[case["name"]] = {
                         "code": os.waitstatus_to_exitcode(status),
-                        "stdout": _ends(o.read()),
-                        "stderr": _ends(e.read()),
+                        "stdout": ends(o.read()),
+                        "stderr": ends(e.read()),
                         "hung": hung,
                     }
             time.sleep(0.005)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.configrunner import _ends, limit_memory
+from tests.chaos.configrunner import ends, limit_memory
 from tests.chaos.fuzz import BrokenConfig, broken_configs
 from tests.chaos.harness import FULL, Report
 from tests.conftest import TIMEOUT_SCALE
@@ -131,8 +131,8 @@ def cli_run(pair: tuple[BrokenConfig, dict[str, Any]], folder: Path) -> dict[str
         "name": config.name,
         "how": "python -m swarmd",
         "code": proc.returncode,
-        "stdout": _ends(out),
-        "stderr": _ends(err),
+        "stdout": ends(out),
+        "stderr": ends(err),
         "hung": hung,
     }
 
