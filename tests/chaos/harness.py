@@ -381,11 +381,12 @@ class ChaosSwarm(Ledger):
         stranded = StrandWatch(self)
 
         def check() -> bool | str:
-            have = want & set(self.tokens())
+            ran = set(self.tokens())
+            have = want & ran
             if have == want:
                 return True
             with contextlib.suppress(redis.RedisError):
-                if problem := stranded():
+                if problem := stranded(ran):
                     return problem
             with contextlib.suppress(redis.RedisError):
                 innocents = self.innocents_dead()
@@ -505,9 +506,10 @@ class StrandWatch:
     """Finds normal jobs that sit in the private list of a live worker without running: such a job
     is not lost (a stop or a recovery would push it back) but never runs while its worker lives.
 
-    A job counts once it has sat there, not running (not in ``<identity>:work``), for `AFTER_S` while
-    the worker was alive and not stopped (SIGSTOP): acks travel within a second, a fetched job starts
-    at once, so only a job nobody holds stays that long."""
+    A job counts once it has sat there, never run and not running (not in ``<identity>:work``), for
+    `AFTER_S` while the worker was alive and not stopped (SIGSTOP): a fetched job starts at once, so
+    only a job nobody holds stays that long. (A job that ran may wait longer for its ack while Redis
+    is away: it does not count.)"""
 
     AFTER_S = 5.0
 
@@ -515,7 +517,8 @@ class StrandWatch:
         self.swarm = swarm
         self.since: dict[tuple[str, str], float] = {}
 
-    def __call__(self) -> str | None:
+    def __call__(self, ran: set[str]) -> str | None:
+        """The first job (not in ``ran``, the tokens that ran) stranded for `AFTER_S`, if any."""
         r = self.swarm.r
         now = time.monotonic()
         seen: set[tuple[str, str]] = set()
@@ -531,8 +534,8 @@ class StrandWatch:
             running = {_token(_payload(v)) for v in cast("list[bytes]", r.hvals(f"{identity}:work"))}
             for raw in cast("list[bytes]", r.lrange(key, 0, -1)):
                 token = _token(raw)
-                if token is None or token in running:
-                    continue
+                if token is None or token in running or token in ran:
+                    continue  # not a normal job, running, or run and waiting for its ack
                 seen.add((identity, token))
                 first = self.since.setdefault((identity, token), now)
                 if now - first >= self.AFTER_S:
