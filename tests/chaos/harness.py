@@ -38,6 +38,7 @@ import yaml
 
 import swarmd
 from swarmd.client import Client
+from swarmd.errors import RedisUnavailable
 from swarmd.registry import JobFunction, JobOptions
 from tests.conftest import TIMEOUT_SCALE, Daemon, Ledger, wait_until
 
@@ -330,7 +331,7 @@ class ChaosSwarm(Ledger):
         self.killed.add(pid)
 
     # -- enqueueing ---------------------------------------------------------------------------------------
-    def via(self, job: JobFunction[..., Any]) -> JobOptions:
+    def via(self, job: JobFunction[..., Any]) -> JobOptions[...]:
         """``job`` enqueueing through this swarm's client (``job.set(client=...)``)."""
         return job.set(client=self.client)
 
@@ -631,7 +632,7 @@ class Producer:
                 i += 1
                 try:
                     work.perform_async(token, self.seconds)
-                except redis.RedisError:
+                except (redis.RedisError, RedisUnavailable):  # the app is told: not taken
                     self.refused += 1
                     self._stop.wait(0.05)
                     continue

@@ -34,6 +34,7 @@ from tests.chaos.harness import (
     swarmd_tracebacks,
     until,
 )
+from tests.conftest import wait_until
 
 SURROGATE_DEFECT = (
     "known defect: a lone surrogate in `queue`/`retry_queue` (or `jid`) stops the scheduler, and a job "
@@ -217,15 +218,22 @@ def test_lone_surrogates_in_key_fields(swarm: ChaosSwarm, report: Report) -> Non
     targets = ["queue", "schedule", "retry"]
     items = {t: fuzzer.batch(pick(20, 200)) for t in targets}
     d, _ = run_fuzz(swarm, report, "lone surrogates in queue/retry_queue/jid", targets, items)
-    # One of them in flight beside normal jobs when its worker is SIGKILLed: all of them come back.
-    block = {"class": "ChaosBlock", "args": ["blk"], "jid": "\udcff", "queue": "default", "retry": False}
-    swarm.r.lpush("queue:default", json.dumps(block).encode())
+    # One fetched beside normal jobs when its worker is SIGKILLed: the normal ones all come back, and
+    # it ends in dead unchanged (a decoder that refuses it) or runs (one that takes it).
+    block = json.dumps({"class": "ChaosBlock", "args": ["blk"], "jid": "\udcff", "queue": "default"}).encode()
+    swarm.flag("blk")  # if it runs, it ends at once
+    swarm.r.lpush("queue:default", block)
     beside = swarm.perform([f"beside{i}" for i in range(3)], seconds=1.0)
-    swarm.wait_tokens(["blk"], phase="start")
-    swarm.flag("blk")
+    wait_until(
+        lambda: all(where.startswith("swarmd:") for where in swarm.tokens_in_redis().values()),
+        10,
+        what="the normal jobs in a private list",
+    )
     [worker] = d.booted_workers()
     swarm.sigkill(worker)
     problem = swarm.wait_done(beside, 30, watch=[d])
+    if problem is None:
+        problem = until(lambda: block in members(swarm, "dead") or "blk" in swarm.tokens(), 30, [d])
     tally = swarm.tally(beside)
     report.row("lone surrogate jid in flight at SIGKILL", tally, problem=problem)
     tally.check(problem)
