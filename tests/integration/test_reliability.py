@@ -16,9 +16,10 @@ import redis
 
 from swarmd.client import Client
 from swarmd.devredis import RedisServer
-from tests.conftest import wait_until
-from tests.integration.conftest import JOBS_MODULE, App, Daemon, free_port
+from tests.conftest import Daemon, wait_until
+from tests.integration.conftest import JOBS_MODULE, App, free_port
 from tests.integration.faultproxy import FaultProxy
+from tests.replies import members
 
 
 def happens_within(predicate: Callable[[], object], timeout_s: float) -> bool:
@@ -110,7 +111,7 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app:
         return False
 
     wait_until(settled, 60, what="the poison job to reach dead")
-    [member] = app.r.zrange("dead", 0, -1)
+    [member] = members(app.r, "dead")
     job = json.loads(member)
     assert job["jid"] == jid
     assert job["error_class"] == "swarmd.PoisonJob"
@@ -288,7 +289,7 @@ def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.R
     r.delete(keys.retry)
     r.lpush(keys.inflight("me"), raw)
     assert retrier.failed(Work(raw, "default"), job, ValueError("second attempt")) == "retry"
-    stored = json.loads(r.zrange(keys.retry, 0, 0)[0])
+    stored = json.loads(members(r, keys.retry)[0])
     assert stored["retry_count"] == 0
     client.close()
 
