@@ -405,6 +405,25 @@ def test_reconcile_pushes_back_only_what_this_worker_does_not_hold(
     assert items(r, QUEUE) == [twin]
 
 
+def test_release_forgets_a_job_that_left_through_another_script(
+    rig: Rig, r: redis.Redis, redis_url: str
+) -> None:
+    raw = job("failing")
+    r.lpush(QUEUE, raw)
+    f = rig.fetcher(redis_url)
+    work = f.get()
+    assert work is not None
+    # The job failed: the fail script moved it to `retry`, then the processor releases it.
+    assert f.scripts.fail(ME, work.raw, b"stored", "retry", 1.0)
+    f.release(work)
+    # Released means not held: the same bytes turning up in the private list (the retry ran and its
+    # fetch reply was lost) are a stranger to reconcile, which pushes them back.
+    r.lpush(INFLIGHT, raw)
+    f.reconcile()
+    assert items(r, QUEUE) == [raw]
+    assert not r.exists(INFLIGHT)
+
+
 # -- lost replies through the fault proxy ------------------------------------------------------------------
 
 
