@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict swarmd
+	$(BIN)/mypy --strict swarmd tests
 
 test: lint
 	$(BIN)/python -m pytest -n 2 tests

@@ -26,6 +26,7 @@ import yaml
 from swarmd import payload
 from swarmd.client import Client
 from tests.conftest import Daemon, Ledger, wait_until
+from tests.replies import as_bytes, set_members
 
 JOBS_MODULE = "swarmd_testjobs"
 
@@ -259,7 +260,7 @@ class App(Ledger):
         def ident() -> str | None:
             if not daemon.alive():
                 pytest.fail(f"swarmd exited with {daemon.proc.returncode} before booting:\n{daemon.output()}")
-            for m in self.r.smembers(f"{prefix}processes"):
+            for m in set_members(self.r, f"{prefix}processes"):
                 info = self.r.hget(f"{prefix}{m.decode()}", "info")
                 if info is None:
                     continue
@@ -303,7 +304,7 @@ def app(tmp_path: Path, redis_url: str) -> Iterator[App]:
     try:  # where the jobs were when the test ended
         print("----- Redis -----")
         for key in sorted(a.r.scan_iter("*")):
-            kind = a.r.type(key).decode()
+            kind = as_bytes(a.r.type(key)).decode()
             size = {"list": a.r.llen, "zset": a.r.zcard, "set": a.r.scard, "hash": a.r.hlen}.get(kind)
             print(key.decode(errors="replace"), kind, size(key) if size else "")
     except redis.RedisError as exc:

@@ -13,6 +13,7 @@ from swarmd.client import Client
 from swarmd.devredis import RedisServer
 from tests.conftest import SIDEKIQ_YML
 from tests.integration.conftest import JOBS_MODULE, App, free_port
+from tests.replies import as_bytes
 
 
 @pytest.mark.parametrize(("environment", "concurrency"), [("production", 25), ("staging", 15), (None, 10)])
@@ -22,7 +23,7 @@ def test_seed_yaml_runs_unchanged(app: App, environment: str | None, concurrency
     d = app.start(*args, env=app.env(REDIS_URL=app.redis_url))  # the file names no Redis: REDIS_URL
     ident = app.wait_booted(d)
     assert app.r.hget(ident, "concurrency") == str(concurrency).encode()
-    info = json.loads(app.r.hget(ident, "info"))
+    info = json.loads(as_bytes(app.r.hget(ident, "info")))
     assert info["queues"] == ["default", "low"]
     assert info["concurrency"] == concurrency
     pidfile = app.root / "tmp" / "pids" / "sidekiq.pid"  # relative to the working directory
@@ -45,7 +46,7 @@ def test_flags_override_the_file(app: App) -> None:
         "-g", "flagged", "--redis-url", app.redis_url,
     )  # fmt: skip
     ident = app.wait_booted(d)
-    info = json.loads(app.r.hget(ident, "info"))
+    info = json.loads(as_bytes(app.r.hget(ident, "info")))
     assert (info["concurrency"], info["queues"], info["tag"]) == (3, ["urgent", "low"], "flagged")
 
 

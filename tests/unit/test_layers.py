@@ -81,8 +81,8 @@ def imports_in(source: str) -> list[tuple[str, int]]:
     def visit(node: ast.AST) -> None:
         if _type_checking_block(node):
             assert isinstance(node, ast.If)
-            for child in node.orelse:
-                visit(child)
+            for branch in node.orelse:
+                visit(branch)
             return
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)
