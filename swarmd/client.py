@@ -201,6 +201,6 @@ def push(item: Mapping[str, Any]) -> str:
 def delay(func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     """Enqueue a call of a module-level function (workers run it only under ``delay_allow``)."""
     module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if not module or not qualname or "<" in qualname:
+    if not module or not qualname or "<" in qualname or "." in qualname:  # what a worker can resolve
         raise PayloadError(f"delay: {func!r:.60} is not a module-level function")
     return default_client().enqueue(DELAYED, [f"{module}:{qualname}", *args], kwargs, {"queue": "default"})
