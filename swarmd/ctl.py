@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from swarmd import connection, payload, registry
 from swarmd.client import Client
-from swarmd.config import Config, QueueOrder, load_config
+from swarmd.config import Config, QueueOrder, hide_argv_passwords, load_config
 from swarmd.errors import ConfigError, DecodeError, ExitCode, PayloadError, RedisUnavailable, SwarmdError
 from swarmd.heartbeat import VERSION
 from swarmd.keys import Keys
@@ -55,8 +55,9 @@ class Failed(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE), f"swarmctl: error: {message}\n")
+        """One line: ``swarmctl: error: <what> (see swarmctl [COMMAND] --help)``, exit 2."""
+        message = " ".join(message.split())
+        self.exit(USAGE, f"swarmctl: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(default: Any) -> _Parser:
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    if argv is None:  # the real command line: no password in `ps` while Redis is slow
+        hide_argv_passwords()
     args = build_parser().parse_args(argv)
     try:
         code = _run(args)
