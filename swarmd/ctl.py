@@ -380,7 +380,8 @@ def _unit(args: argparse.Namespace) -> int:
     path = args.config
     if path is None and os.path.isfile(os.path.join(workdir, "config", "swarmd.yml")):
         path = os.path.join("config", "swarmd.yml")
-    timeout = load_config(path, environment, cwd=workdir).timeout if path is not None else 25.0
+    config = load_config(path, environment, cwd=workdir) if path is not None else None
+    timeout = config.timeout if config is not None else 25.0
     user, group = args.user, args.group
     if user is None or group is None:
         try:
@@ -393,6 +394,8 @@ def _unit(args: argparse.Namespace) -> int:
     if not os.access(exec_path, os.X_OK):
         _err(f"warning: {exec_path} does not exist; is swarmd installed in this venv?")
     values = dict(exec_path=exec_path, workdir=workdir, config=path, user=user, group=group)
+    if config is not None:  # their folders go into ReadWritePaths= when outside the app's directory
+        values.update(pidfile=config.pidfile, logfile=config.logfile)
     try:
         text = render_unit(**values, environment=environment, timeout=timeout, template=args.template)
     except ValueError as exc:
