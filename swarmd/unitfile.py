@@ -99,7 +99,7 @@ OOMPolicy=continue
 SyslogIdentifier=swarmd
 {extra_logging}\
 # Sandbox: what a job daemon can live with (`systemd-analyze security` rates it {score}).
-# A job that needs more gets it from a drop-in: `systemctl edit {edit_name}` (README: Deploy with systemd).
+# Jobs that need more get it from a drop-in: `systemctl edit {edit_name}` (README: Deploy with systemd).
 # The file system is read-only except the app's directory (and the config's logfile/pidfile folders);
 # a pidfile or logfile elsewhere needs its folder in ReadWritePaths=.
 ProtectSystem=strict
