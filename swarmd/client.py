@@ -11,17 +11,17 @@ jid returned by `perform_async` is always a job that Redis has.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from swarmd import connection, payload
-from swarmd.config import load_config
+from swarmd.config import DEFAULT_REDIS_URL, load_config
+from swarmd.config import redis_url as _redis_url
 from swarmd.errors import PayloadError
 from swarmd.keys import Keys
 
-DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_URL = DEFAULT_REDIS_URL
 DELAYED = "swarmd.Delayed"
 """Job name of `delay` calls: args are ``["module:qualname", *args]``."""
 
@@ -34,9 +34,9 @@ class Client:
     """A connection to one Redis (and namespace) for enqueueing."""
 
     def __init__(self, redis_url: str | None = None, namespace: str | None = None) -> None:
-        self.redis_url = (
-            redis_url or os.environ.get("SWARMD_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
-        )
+        """``redis_url`` > ``SWARMD_REDIS_URL`` > ``REDIS_URL`` > ``redis://localhost:6379/0`` (the daemon's
+        rule without the config file, `swarmd.config.redis_url`); a malformed URL raises `ConfigError`."""
+        self.redis_url = _redis_url(redis_url, where="redis_url")
         self.keys = Keys(namespace)
         self._redis: connection.Redis | None = None
         self._lock = threading.Lock()
@@ -201,6 +201,6 @@ def push(item: Mapping[str, Any]) -> str:
 def delay(func: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     """Enqueue a call of a module-level function (workers run it only under ``delay_allow``)."""
     module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if not module or not qualname or "<" in qualname:
+    if not module or not qualname or "<" in qualname or "." in qualname:  # what a worker can resolve
         raise PayloadError(f"delay: {func!r:.60} is not a module-level function")
     return default_client().enqueue(DELAYED, [f"{module}:{qualname}", *args], kwargs, {"queue": "default"})

@@ -17,9 +17,14 @@ Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TI
 ``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
 ``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables,
 0/false disables, anything else is the ident (facility and address from the file are kept).
-Redis URL: flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` > ``REDIS_URL`` > ``redis://localhost:6379/0``;
-SPEC 1.3 lists the file before ``SWARMD_REDIS_URL``, but the general rule (file < ``SWARMD_*`` < flags)
-wins over that sentence, so ``SWARMD_REDIS_URL`` beats the file.
+Redis URL (`redis_url`, shared with the client): flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` >
+``REDIS_URL`` > ``redis://localhost:6379/0``, checked when loaded (a port that is no number, a db that is
+no number, an unknown query parameter: one line and exit 78, never a traceback at connect time).
+
+The file is read only if it is a regular file (a FIFO would block), within the bounds of `_Loader`
+(nesting, integer length, alias expansion); a ``pidfile`` or ``logfile`` that exists must be a regular
+file too. The default ``tag`` is the name of the working directory's `app_dir` (Capistrano's
+``current`` and ``releases/<number>`` stand for the app's directory).
 
 Every problem is a `ConfigError` of one line, ``<file>: <key.path>: expected ..., got ...``, located by
 the variable's name for ``SWARMD_*`` and by the flag (``--concurrency``) for ``overrides``.
@@ -33,16 +38,36 @@ import enum
 import math
 import os
 import re
+import stat
+import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import setproctitle
 import yaml
 
 from swarmd.errors import ConfigError
 from swarmd.syslogsink import InvalidTarget, facility_code, parse_address
 
-__all__ = ["Config", "QueueOrder", "QueueSpec", "SyslogConfig", "load_config", "parse_queue", "redact_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "Config",
+    "QueueOrder",
+    "QueueSpec",
+    "SyslogConfig",
+    "app_dir",
+    "default_tag",
+    "hide_argv_passwords",
+    "load_config",
+    "parse_queue",
+    "redact_argv",
+    "redact_url",
+    "redis_url",
+]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 @dataclass(frozen=True)
@@ -79,7 +104,7 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     syslog: SyslogConfig | None = None
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     namespace: str | None = None
     max_memory_mb: int | None = None
     heartbeat_timeout: float = 60.0  # supervisor kills a worker silent this long
@@ -132,14 +157,18 @@ _FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
 _ENV_NAMES = (
     _NULLABLE_STRS | _OTHERS | {"concurrency", "processes", "max_memory_mb", "timeout", "verbose", "require"}
 )
-_ENV_VARS = {f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES)}
+_ENV_VARS = {f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES - {"redis_url"})}  # see redis_url()
 
 
 def _fail(where: str, expected: str, value: Any) -> ConfigError:
     if value is None or isinstance(value, bool):
         got = {None: "null", True: "true", False: "false"}[value]
+    elif isinstance(value, int) and value.bit_length() > 64:  # str() of a huge int raises ValueError
+        got = f"an integer of {value.bit_length()} bits"
     elif isinstance(value, str | int | float):
         got = repr(value)
+        if len(got) > 100:  # one readable line, even for a 5,000-digit number
+            got = f"{got[:80]}... ({len(str(value))} characters)"
     elif isinstance(value, list | tuple):
         got = "a list" if value else "an empty list"
     else:
@@ -157,7 +186,8 @@ def _unknown(where: str, key: str, choices: Any) -> ConfigError:
 def _int(value: Any, where: str, minimum: int, what: str = "an integer", null: bool = False) -> int | None:
     if value is None and null:
         return None
-    number = int(value) if isinstance(value, _Text) and re.fullmatch(r"\s*[-+]?\d+\s*", value) else value
+    # At most 30 digits: int() refuses strings beyond 4,300 digits with a ValueError of its own.
+    number = int(value) if isinstance(value, _Text) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) else value
     if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
         raise _fail(where, f"{what} >= {minimum}" + (" or null" if null else ""), value)
     return number
@@ -174,7 +204,10 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
                 number = float(value)
         if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < math.inf:
             raise _fail(where, "a number > 0", value)
-        return float(number)
+        try:
+            return float(number)
+        except OverflowError:  # an int beyond float's range
+            raise _fail(where, "a number > 0 that fits a float", value) from None
     if name in _BOOLS:
         if not isinstance(flag := value.flag() if isinstance(value, _Text) else value, bool):
             raise _fail(where, "true or false", value)
@@ -197,8 +230,8 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
         return None
     if not isinstance(value, str):
         raise _fail(where, "a string or null" if name in _NULLABLE_STRS else "a string", value)
-    if name == "redis_url" and not re.match(r"(rediss?|unix)://", value, re.IGNORECASE):
-        raise _fail(where, "a redis://, rediss:// or unix:// URL", redact_url(value))
+    if name == "redis_url":
+        return _check_redis_url(value, where)
     return str(value)
 
 
@@ -324,10 +357,102 @@ def _layer(data: dict[str, Any], loc: str, env: Mapping[str, str]) -> dict[str, 
     return out
 
 
+MAX_DEPTH = 64
+"""Deepest nesting a config file may have (aliases included); a real one has 4 levels."""
+MAX_NODES = 100_000
+"""Most values a config file may expand to, each alias counted with everything it stands for."""
+_MAX_INT_CHARS = 40
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader within the bounds of a config file.
+
+    Unbounded, a hostile or broken file costs a traceback or the machine: PyYAML composes nested
+    collections recursively (a RecursionError at about 1,000 levels), `int()` refuses strings beyond
+    4,300 digits with a bare ValueError, and a few lines of nested aliases (a "billion laughs") stand
+    for 10^9 values, which `_walk` would copy one by one. So nesting stops at `MAX_DEPTH`, an integer at
+    `_MAX_INT_CHARS` characters, and a document whose aliases expand beyond `MAX_NODES` values, or refer
+    to themselves, is refused before anything is constructed. Each is a MarkedYAMLError naming the line.
+    """
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        if len(text) > _MAX_INT_CHARS:
+            problem = f"an integer of {len(text)} characters (at most {_MAX_INT_CHARS})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that expands beyond `MAX_NODES` values or `MAX_DEPTH` levels, or has a cycle."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) it expands to
+    active: set[int] = set()
+
+    def measure(node: yaml.Node) -> tuple[int, int]:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if key in active:
+            raise yaml.composer.ComposerError(None, None, "an alias inside its own anchor", node.start_mark)
+        active.add(key)
+        values, levels = 1, 0
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        for child in children:
+            child_values, child_levels = measure(child)
+            values, levels = values + child_values, max(levels, child_levels + 1)
+            if values > MAX_NODES or levels > MAX_DEPTH:
+                what = f"{MAX_NODES} values" if values > MAX_NODES else f"{MAX_DEPTH} levels"
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand to more than {what}", node.start_mark
+                )
+        active.discard(key)
+        done[key] = (values, levels)
+        return values, levels
+
+    measure(root)
+
+
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes; anything but a regular file is refused before a blocking read (a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: expected a regular config file, got {_file_kind(mode)}")
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     try:
-        with open(path, "rb") as fh:
-            doc = yaml.safe_load(fh)
+        doc = yaml.load(_read_bytes(path), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
@@ -337,6 +462,8 @@ def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str,
         raise ConfigError(f"{path}: {line}invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, OverflowError) as exc:  # a constructor's own error: a date such as 2026-13-45
+        raise ConfigError(f"{path}: invalid YAML value: {' '.join(str(exc).split())}") from None
     if not isinstance(doc := {} if doc is None else doc, dict):
         raise _fail(path, "a mapping at the top level", doc)
     top, section = {}, {}
@@ -352,12 +479,47 @@ def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str,
     return _layer(top, f"{path}: ", env) | _layer(section, f"{path}: {environment}.", env)
 
 
-def _default_tag(cwd: str) -> str:
-    """The directory's name, or ``<app>`` for Capistrano's ``<app>/releases/<stamp>`` (as Sidekiq)."""
-    name, parent = os.path.basename(real := os.path.realpath(cwd)), os.path.dirname(real)
-    if re.match(r"[0-9]", name) and os.path.basename(parent) == "releases":
-        return os.path.basename(os.path.dirname(parent)) or name
-    return name
+def app_dir(path: str) -> str:
+    """The app's directory for a working directory `path`: `path` itself, except in a Capistrano layout.
+
+    ``<app>/current`` (the symlink a unit's WorkingDirectory names) and ``<app>/releases/<release>``
+    where the release's name starts with a digit (what ``current`` resolves to: Capistrano's
+    timestamps, Mina's and Deployer's numbers) are ``<app>``. This is Sidekiq's rule (it tags a
+    ``releases/<number>`` directory with the app's name), plus ``current``, so the daemon (which sees the
+    resolved release) and `swarmctl unit` (which sees ``current``) agree. ``<app>/releases/v2`` is not a
+    Capistrano release, and stays ``v2``. Purely lexical: `path` is normalized, not resolved.
+    """
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if name == "current" and os.path.basename(parent):
+        return parent
+    app = os.path.dirname(parent)
+    if name[:1].isdigit() and os.path.basename(parent) == "releases" and os.path.basename(app):
+        return app
+    return path
+
+
+def default_tag(path: str) -> str:
+    """The default `tag` for working directory `path`: the name of its `app_dir` (``swarmd`` for ``/``)."""
+    return os.path.basename(app_dir(path)) or "swarmd"
+
+
+def _check_regular_file(path: str, where: str) -> None:
+    """Refuse a pidfile or logfile path that exists and is not a regular file: opening a FIFO blocks
+    until a reader comes, and a device or directory is never what was meant. A missing one is created
+    later; a symlink is refused when it is opened (O_NOFOLLOW)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{where}: expected a regular file, got {_file_kind(st.st_mode)} at {path}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+    kinds |= {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def load_config(
@@ -381,20 +543,26 @@ def load_config(
     def apply(name: str, value: Any, where: str) -> None:
         settings[name], wheres[name] = _convert(name, value, where, settings.get(name)), where
 
-    for name, (value, where) in (_read_file(path, environment, env) if path else {}).items():
+    from_file = _read_file(path, environment, env) if path else {}
+    file_url = from_file.pop("redis_url", None)
+    for name, (value, where) in from_file.items():
         apply(name, value, where)
-    if "redis_url" not in settings and env.get("REDIS_URL"):
-        apply("redis_url", _Text(env["REDIS_URL"]), "REDIS_URL")
     for var, name in _ENV_VARS.items():
         if env.get(var):
             apply(name, _Text(env[var]), var)
-    for name, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    flag_url = overrides.pop("redis_url", None)
+    for name, value in overrides.items():
         if name not in _SETTINGS:
             raise ConfigError(f"overrides: {name}: unknown setting")
         if value is not None:
             flag = "--queue" if name == "queues" else f"--{name.replace('_', '-')}"
             apply(name, _Text(value) if isinstance(value, str) else value, flag)
-    settings.setdefault("tag", _default_tag(os.getcwd() if cwd is None else cwd))
+    settings["redis_url"] = redis_url(flag_url, where="--redis-url", file=file_url, env=env)
+    settings.setdefault("tag", default_tag(os.path.realpath(os.getcwd() if cwd is None else cwd)))
+    for name in ("pidfile", "logfile"):
+        if settings.get(name):
+            _check_regular_file(os.path.join(cwd or "", settings[name]), wheres[name])
     config = Config(path=path, environment=environment, **settings)
     # The liveness key must outlive a beat interval (else a live worker looks dead between two
     # beats) plus a blocking fetch (else a frozen worker's BLMOVE, still blocked in Redis after its
@@ -420,3 +588,117 @@ def redact_url(url: str) -> str:
     if at and ":" in userinfo:
         head = f"{scheme}{slashes}{userinfo.partition(':')[0]}:***@{hostinfo}"
     return head + qmark + re.sub(r"((?:^|&)password=)[^&]*", r"\1***", query, flags=re.IGNORECASE)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line with the password of every URL in it redacted (for the process title)."""
+    return [redact_url(arg) if "://" in arg else arg for arg in argv]
+
+
+def hide_argv_passwords() -> None:
+    """Set the process title to the command line with URL passwords redacted, if it holds any.
+
+    ``--redis-url redis://:secret@...`` would otherwise show in ``ps`` and /proc/<pid>/cmdline until
+    swarmd's supervisor sets its own title, for as long as a mute Redis keeps it waiting, and for the
+    whole run of ``swarmctl``. `swarmd` and `swarmctl` call this first thing, before any network I/O;
+    the environment (``SWARMD_REDIS_URL``) and the config file are the places for a password.
+    """
+    argv = list(sys.orig_argv or sys.argv)
+    redacted = redact_argv(argv)
+    if redacted != argv:
+        setproctitle.setproctitle(" ".join(redacted))
+
+
+# -- the Redis URL -----------------------------------------------------------------------------------
+
+# Query parameters redis-py reads from a URL, by the type it converts them to. Others are refused:
+# redis-py would hand them to the connection class as keyword arguments (a TypeError at the first
+# command), and some would undo what swarmd sets on purpose (socket_timeout must outlast a blocking
+# fetch, decode_responses must stay off, retries must stay off: see swarmd/connection.py).
+_URL_INTS = {"db", "health_check_interval", "ssl_min_version"}
+_URL_STRS = {"username", "password", "client_name"}
+_URL_TLS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password"}
+_URL_TLS |= {"ssl_check_hostname", "ssl_min_version"}
+_URL_SWARMD = {"socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry_on_timeout"}
+_URL_SWARMD |= {"retry_on_error", "max_connections", "decode_responses", "protocol", "timeout"}
+
+
+def redis_url(
+    given: str | None = None,
+    *,
+    where: str = "redis_url",
+    file: tuple[Any, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The Redis URL to use, checked; the one precedence rule of the daemon and the client.
+
+    ``given`` (``--redis-url``, or the argument of `swarmd.Client`/`swarmd.configure`, named by
+    ``where``) > ``SWARMD_REDIS_URL`` > the config file's ``redis.url`` (``file``: value and where it
+    is, the daemon's only) > ``REDIS_URL`` > ``redis://localhost:6379/0``. Empty strings count as unset.
+    Raises `ConfigError`: one line naming where the URL came from and what is wrong with it, the
+    password redacted.
+    """
+    env = os.environ if env is None else env
+    if given:
+        return _check_redis_url(given, where)
+    if env.get("SWARMD_REDIS_URL"):
+        return _check_redis_url(env["SWARMD_REDIS_URL"], "SWARMD_REDIS_URL")
+    if file is not None:
+        return _check_redis_url(*file)
+    if env.get("REDIS_URL"):
+        return _check_redis_url(env["REDIS_URL"], "REDIS_URL")
+    return DEFAULT_REDIS_URL
+
+
+def _check_redis_url(value: Any, where: str) -> str:
+    """`value` if redis-py will connect to what it says (else a `ConfigError`); the scheme lowercased.
+
+    redis-py itself raises a bare ValueError for some mistakes (a port that is no number) and silently
+    ignores others (``redis://host/notadb`` is db 0), so the URL is checked here, by the same rules.
+    Messages show the URL redacted, never a piece cut out of it: a password holding ``/`` cuts the
+    URL in unexpected places.
+    """
+    if not isinstance(value, str):
+        raise _fail(where, "a redis://, rediss:// or unix:// URL", value)
+    shown = redact_url(value)
+
+    def bad(expected: str) -> ConfigError:
+        hint, rest = "", value.partition("//")[2]
+        if "@" in rest[len(rest.split("/")[0].split("?")[0].split("#")[0]) :]:
+            hint = " (percent-encode '/', '?', '#' and '@' in a password: %2F %3F %23 %40)"
+        return ConfigError(f"{_fail(where, expected, shown)}{hint}")
+
+    scheme, colon_slashes, rest = value.partition("://")
+    if not colon_slashes or scheme.lower() not in ("redis", "rediss", "unix"):
+        raise _fail(where, "a redis://, rediss:// or unix:// URL", shown)
+    text = f"{scheme.lower()}://{rest}"
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise bad("a URL without spaces or control characters")
+    try:
+        url = urllib.parse.urlsplit(text)
+    except ValueError:
+        raise bad("a well-formed URL (an IPv6 address goes in [brackets])") from None
+    if url.fragment or text.endswith("#"):
+        raise bad("a URL without '#'")
+    try:
+        port = url.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise bad("a port number 1-65535 after the host")
+    if url.scheme == "unix":
+        if url.hostname or not url.path.startswith("/"):
+            raise bad("unix:///absolute/path/to/redis.sock (three slashes)")
+    elif url.path not in ("", "/") and not re.fullmatch(r"/\d{1,9}/?", url.path):
+        raise bad("a database number after the host (redis://host:6379/0)")
+    for name, values in urllib.parse.parse_qs(url.query, keep_blank_values=True).items():
+        if name in _URL_SWARMD:
+            raise bad(f"no {name!r} in the query (swarmd sets it)")
+        if name in _URL_TLS and url.scheme != "rediss":
+            raise bad(f"no {name!r} in the query of a non-TLS URL (use rediss://)")
+        if name not in _URL_INTS | _URL_STRS | _URL_TLS:
+            known = ", ".join(sorted(_URL_INTS | _URL_STRS | _URL_TLS))
+            raise bad(f"query parameters among {known}; not {name!r}")
+        if name in _URL_INTS and not re.fullmatch(r"\d{1,9}", values[0]):
+            raise bad(f"a whole number >= 0 for {name!r} in the query")
+    return text

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from swarmd import connection, payload, registry
 from swarmd.client import Client
-from swarmd.config import Config, QueueOrder, load_config
+from swarmd.config import Config, QueueOrder, hide_argv_passwords, load_config
 from swarmd.errors import ConfigError, DecodeError, ExitCode, PayloadError, RedisUnavailable, SwarmdError
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
@@ -55,8 +55,9 @@ class Failed(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE), f"swarmctl: error: {message}\n")
+        """One line: ``swarmctl: error: <what> (see swarmctl [COMMAND] --help)``, exit 2."""
+        message = " ".join(message.split())
+        self.exit(USAGE, f"swarmctl: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(default: Any) -> _Parser:
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    if argv is None:  # the real command line: no password in `ps` while Redis is slow
+        hide_argv_passwords()
     args = build_parser().parse_args(argv)
     try:
         code = _run(args)
@@ -377,7 +380,8 @@ def _unit(args: argparse.Namespace) -> int:
     path = args.config
     if path is None and os.path.isfile(os.path.join(workdir, "config", "swarmd.yml")):
         path = os.path.join("config", "swarmd.yml")
-    timeout = load_config(path, environment, cwd=workdir).timeout if path is not None else 25.0
+    config = load_config(path, environment, cwd=workdir) if path is not None else None
+    timeout = config.timeout if config is not None else 25.0
     user, group = args.user, args.group
     if user is None or group is None:
         try:
@@ -390,6 +394,8 @@ def _unit(args: argparse.Namespace) -> int:
     if not os.access(exec_path, os.X_OK):
         _err(f"warning: {exec_path} does not exist; is swarmd installed in this venv?")
     values = dict(exec_path=exec_path, workdir=workdir, config=path, user=user, group=group)
+    if config is not None:  # their folders go into ReadWritePaths= when outside the app's directory
+        values.update(pidfile=config.pidfile, logfile=config.logfile)
     try:
         text = render_unit(**values, environment=environment, timeout=timeout, template=args.template)
     except ValueError as exc:

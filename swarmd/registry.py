@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 import traceback
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -128,18 +129,65 @@ def registered() -> Mapping[str, JobFunction[Any, Any]]:
 
 
 def resolve_delayed(target: object, allow: Sequence[str]) -> Callable[..., Any]:
-    """The function of a `swarmd.delay` call, if its module is allowed by ``delay_allow``."""
-    if not isinstance(target, str) or ":" not in target:
-        raise DelayRefused(f"{DELAYED}: first argument must be 'module:qualname', got {target!r:.80}")
-    module, qualname = target.split(":", 1)
-    if not any(module == p or module.startswith(p.rstrip(".") + ".") for p in allow):
-        raise DelayRefused(f"{DELAYED}: module {module!r} is not in delay_allow {list(allow)}")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UnknownJob(f"{DELAYED}: {target} is not callable")
-    return obj  # type: ignore[no-any-return]
+    """The function a `swarmd.delay` call names, ``"module:name"``, if ``delay_allow`` allows it.
+
+    A payload is untrusted, so only a plain Python function (a real `types.FunctionType`, or the
+    function of an ``@swarmd.job``) *defined in* the module named may run: its ``__module__`` is that
+    module, ``name`` is one identifier (no dotted walk through other objects, such as
+    ``mod:os.system``), never a dunder, and it is read from the module's own namespace (no module
+    ``__getattr__``). Builtins, classes, re-exported functions (``from subprocess import run``) and
+    bound methods are refused. Everything refused is a `DelayRefused` (straight to `dead`, nothing run).
+
+    Importing: ``delay_allow`` names module prefixes whose code the operator trusts, and a web app
+    delays functions from modules the worker's ``require`` list may not import itself, so a module
+    under an allowed prefix that is not imported yet is imported (its top-level code runs, as on any
+    import of it). A module outside the allowed prefixes is never imported: when a parent package of
+    the module lies outside the prefix (``delay_allow: [myapp.mail]`` and ``myapp`` not yet imported),
+    the call is refused rather than run that package's ``__init__``. A missing module or name is an
+    `UnknownJob` (retried, as an unknown ``class``: the web app may run newer code than the worker).
+    """
+    if not isinstance(target, str) or target.count(":") != 1:
+        raise DelayRefused(f"{DELAYED}: first argument must be 'module:name', got {target!r:.80}")
+    module_name, name = target.split(":")
+    parts = module_name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise DelayRefused(f"{DELAYED}: {module_name!r:.80} is not a module name")
+    if not name.isidentifier() or name.startswith("__"):
+        raise DelayRefused(f"{DELAYED}: {name!r:.80} is not the name of a module-level function")
+    prefixes = [p.rstrip(".").split(".") for p in allow]
+    allowing = [p for p in prefixes if parts[: len(p)] == p]
+    if not allowing:
+        raise DelayRefused(f"{DELAYED}: module {module_name!r} is not in delay_allow {list(allow)}")
+    shortest = min(len(p) for p in allowing)
+    outside = [".".join(parts[:i]) for i in range(1, shortest)]  # parents the prefix does not cover
+    missing = [parent for parent in outside if parent not in sys.modules]
+    if missing:
+        raise DelayRefused(
+            f"{DELAYED}: importing {module_name} would import {missing[0]}, which is outside delay_allow"
+        )
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and f"{module_name}.".startswith(f"{exc.name}."):  # that module, not one it imports
+                raise UnknownJob(f"{DELAYED}: no module named {module_name!r}") from None
+            raise
+    if not isinstance(module, types.ModuleType):  # sys.modules may hold other objects
+        raise DelayRefused(f"{DELAYED}: {module_name} is not a module")
+    func = vars(module).get(name)
+    if isinstance(func, JobFunction):
+        func = func.func
+    if not isinstance(func, types.FunctionType):
+        if func is None:
+            raise UnknownJob(f"{DELAYED}: module {module_name} has no function {name!r}")
+        kind = type(func).__name__
+        raise DelayRefused(f"{DELAYED}: {module_name}:{name} is a {kind}, not a function defined there")
+    if func.__module__ != module_name:
+        raise DelayRefused(
+            f"{DELAYED}: {module_name}:{name} is defined in {func.__module__!r:.80}, not in {module_name}"
+        )
+    return func
 
 
 def import_require(spec: str) -> None:

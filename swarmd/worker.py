@@ -51,7 +51,7 @@ def dump_threads() -> None:
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame)).rstrip()
-        log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+        log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, logs.Verbatim(stack))
 
 
 class Worker:

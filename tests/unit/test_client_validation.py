@@ -174,6 +174,6 @@ def test_delay_needs_a_module_level_function(default_nowhere: Client) -> None:
     def nested() -> None:
         pass
 
-    for func in (nested, lambda: None):
+    for func in (nested, lambda: None, Client.push, str.upper):  # methods: workers run functions only
         with pytest.raises(TypeError, match="module-level function"):
             swarmd.delay(func)

@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "systemd": 2,
     "devredis": 2,
     "pidfile": 2,
-    "unitfile": 2,  # a leaf (no swarmd imports) that `ctl` renders units with
+    "unitfile": 2,  # `ctl` renders units with it; it takes the app-directory rule from `config`
     "control": 2,  # the control-pipe lines and signal dispatch, for `worker` and `supervisor`
     "client": 3,
     "scripts": 3,

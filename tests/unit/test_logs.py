@@ -175,7 +175,7 @@ def test_journal_traceback_lines_all_carry_the_priority(tmp_path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) > 3
     assert all(line.startswith("<3>") for line in lines)
-    assert lines[-1] == "<3>second line"
+    assert lines[-1] == "<3>RuntimeError: boom\\nsecond line"  # a message's newline is escaped
 
 
 def test_journal_stream_of_another_file_keeps_timestamps(tmp_path: Path) -> None:
