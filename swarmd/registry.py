@@ -6,72 +6,121 @@ is looked up by name, never imported by path.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from swarmd.client import DELAYED, Client, default_client, interval_to_epoch, when_to_epoch
+from swarmd.client import (
+    DELAYED,
+    Client,
+    check_call,
+    default_client,
+    interval_to_epoch,
+    signature_of,
+    when_to_epoch,
+)
 from swarmd.errors import BootError, DelayRefused, UnknownJob
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags"}
+_UNSET: Any = object()
 
 
-class _Enqueuer:
-    """The ``perform_*`` methods, shared by a job function and its ``set(...)`` view."""
+class _Enqueuer(Generic[P]):
+    """The ``perform_*`` methods, shared by a job function and its ``set(...)`` view.
+
+    They take the job function's own parameters (``P``), so a type checker flags a wrong call, and
+    bind the arguments to its signature at run time, so a wrong call raises `TypeError` before
+    anything is sent. Each returns the jid, or None if a client middleware dropped the job.
+    """
 
     job_name: str
     options: dict[str, Any]
     client: Client | None
+    _job: JobFunction[P, Any]
 
     def _client(self) -> Client:
         return self.client or default_client()
 
-    def perform_async(self, *args: Any, **kwargs: Any) -> str:
+    def _check(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        job = self._job
+        check_call(job.signature, job.func, self.job_name, args, kwargs)
+
+    def perform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        self._check(args, kwargs)
         return self._client().enqueue(self.job_name, args, kwargs, self.options)
 
     delay = perform_async
 
-    def perform_in(self, interval: Any, *args: Any, **kwargs: Any) -> str:
-        return self._client().enqueue(
-            self.job_name, args, kwargs, self.options, at=interval_to_epoch(interval)
-        )
+    def perform_in(self, interval: float | dt.timedelta, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        """Run after ``interval`` seconds (or a timedelta); above 1e9 it is an epoch time, as in Sidekiq."""
+        self._check(args, kwargs)
+        at = interval_to_epoch(interval)
+        return self._client().enqueue(self.job_name, args, kwargs, self.options, at=at)
 
-    def perform_at(self, when: Any, *args: Any, **kwargs: Any) -> str:
-        return self._client().enqueue(self.job_name, args, kwargs, self.options, at=when_to_epoch(when))
+    def perform_at(self, when: float | dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        """Run at ``when``: an aware datetime or epoch seconds."""
+        self._check(args, kwargs)
+        at = when_to_epoch(when)
+        return self._client().enqueue(self.job_name, args, kwargs, self.options, at=at)
 
-    def perform_bulk(self, arg_lists: Iterable[Sequence[Any]]) -> list[str]:
-        return self._client().enqueue_bulk(self.job_name, arg_lists, self.options)
+    def perform_bulk(self, arg_lists: Iterable[Sequence[Any]]) -> list[str | None]:
+        """One job per item (a list or tuple of positional args); all are checked before any push."""
+        items = list(arg_lists)
+        for i, args in enumerate(items):
+            if isinstance(args, list | tuple):  # anything else: the client's one-line PayloadError
+                try:
+                    self._check(args, {})
+                except TypeError as exc:
+                    raise TypeError(f"perform_bulk item [{i}]: {exc}") from None
+        return self._client().enqueue_bulk(self.job_name, items, self.options)
 
-    def set(self, **options: Any) -> JobOptions:
+    def set(self, **options: Any) -> JobOptions[P]:
+        """A view with other options (``queue``, ``retry``, ...; ``client``), same parameters."""
         unknown = set(options) - _OPTION_NAMES - {"client"}
         if unknown:
             raise TypeError(f"set(): unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
         client = options.pop("client", None) or self.client
-        return JobOptions(self.job_name, {**self.options, **options}, client)
+        return JobOptions(self._job, {**self.options, **options}, client)
 
 
-class JobOptions(_Enqueuer):
-    def __init__(self, name: str, options: dict[str, Any], client: Client | None) -> None:
-        self.job_name, self.options, self.client = name, options, client
+class JobOptions(_Enqueuer[P]):
+    def __init__(self, job: JobFunction[P, Any], options: dict[str, Any], client: Client | None) -> None:
+        self._job = job
+        self.job_name, self.options, self.client = job.job_name, options, client
 
 
-class JobFunction(_Enqueuer, Generic[P, R]):
-    """A registered job function: call it to run inline, or ``perform_async`` to enqueue it."""
+class JobFunction(_Enqueuer[P], Generic[P, R]):
+    """A registered job function: call it to run inline, or ``perform_async`` to enqueue it.
+
+    An ``async def`` function works too: calling it returns its coroutine, as calling the function
+    would; the worker (and `swarmd.testing`) run it to completion.
+    """
 
     def __init__(self, func: Callable[P, R], name: str, options: dict[str, Any]) -> None:
         self.func = func
         self.job_name = name
         self.options = options
         self.client = None
+        self._job = self
+        self._signature: inspect.Signature | None = _UNSET
         functools.update_wrapper(self, func)
+
+    @property
+    def signature(self) -> inspect.Signature | None:
+        """The job function's signature, computed once (None: it has none to check against)."""
+        if self._signature is _UNSET:
+            self._signature = signature_of(self.func)
+        return self._signature
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
