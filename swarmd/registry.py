@@ -192,22 +192,19 @@ def resolve_delayed(target: object, allow: Sequence[str]) -> Callable[..., Any]:
 
 
 def import_require(spec: str) -> None:
-    """Import a ``require`` entry: a dotted module, or a path to a ``.py`` file.
+    """Import a ``require`` entry: a dotted module, or a path to a ``.py`` file (or a package folder).
 
-    The working directory is on ``sys.path``. Any exception becomes a `BootError` whose message
-    names the module and the exception's last line.
+    The working directory is on ``sys.path``. A path inside a package is imported under its dotted
+    name (``-r src/myapp/jobs.py`` is ``myapp.jobs``, with ``src`` put on ``sys.path``), because job
+    names are ``module.qualname`` and must be the names the enqueuing app uses; see `module_name_of`.
+    Any problem becomes a `BootError` with one line: a missing file, a name clash, an ambiguous path,
+    or the module's own exception (its last line).
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         if spec.endswith(".py") or os.sep in spec:
-            path = os.path.abspath(spec)
-            if not os.path.isfile(path):
-                raise BootError(f"require {spec}: no such file")
-            sys.path.insert(0, os.path.dirname(path))
-            mod_name = os.path.splitext(os.path.basename(path))[0]
-            if mod_name not in sys.modules:
-                importlib.import_module(mod_name)
+            _import_path(spec)
         else:
             importlib.import_module(spec)
     except BootError:
@@ -215,3 +212,93 @@ def import_require(spec: str) -> None:
     except BaseException as exc:  # an app's import may raise anything, SystemExit included
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         raise BootError(f"require {spec} failed: {last}") from exc
+
+
+def module_name_of(path: str) -> tuple[str, str]:
+    """(dotted module name, the folder to import it from) of the ``.py`` file at absolute ``path``.
+
+    Walks up while the folder has an ``__init__.py`` (and a name an import can spell): the topmost
+    such folder is the package root, and its parent is where the import starts, exactly as for the
+    app that enqueues ``myapp.jobs.add``. A file outside any package is its own top-level module.
+    """
+    folder, filename = os.path.split(path)
+    stem = filename[:-3] if filename.endswith(".py") else filename
+    parts = [] if stem == "__init__" else [stem]
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        parent, name = os.path.split(folder)
+        if parent == folder or not name.isidentifier():
+            break
+        parts.insert(0, name)
+        folder = parent
+    if not parts:
+        raise BootError(f"require {path}: an __init__.py outside any package folder")
+    return ".".join(parts), folder
+
+
+def _import_path(spec: str) -> None:
+    path = os.path.abspath(spec)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "__init__.py")):
+        path = os.path.join(path, "__init__.py")
+    if not os.path.isfile(path):
+        raise BootError(f"require {spec}: no such file")
+    name, start = module_name_of(path)
+    on_path = {os.path.abspath(entry or os.curdir): entry for entry in sys.path}
+    # A package folder that is itself on sys.path makes a second name for the same file (often the
+    # working directory: `cd myapp && swarmd -r jobs.py`): which one the app uses cannot be known.
+    others = []
+    module_file = os.path.dirname(path) if os.path.basename(path) == "__init__.py" else path
+    inner = os.path.dirname(module_file)
+    while inner != start:  # every folder from the file's up to the package root
+        if inner in on_path:
+            other = os.path.relpath(os.path.splitext(module_file)[0], inner).replace(os.sep, ".")
+            others.append(f"{other!r} from {inner}")
+        inner = os.path.dirname(inner)
+    if others:
+        raise BootError(
+            f"require {spec}: ambiguous path: it is module {name!r} from {start} and "
+            f"{' and '.join(others)} (on sys.path); require the module name your app imports, from the "
+            f"folder it imports it from (e.g. cd {start} && swarmd -r {name})"
+        )
+    if start not in on_path:
+        sys.path.insert(0, start)
+    _check_free(spec, name, path, start)
+    module = sys.modules.get(name) or importlib.import_module(name)
+    found = getattr(module, "__file__", None)
+    if not _same_file(found, path):
+        raise BootError(
+            f"require {spec}: module name clash: {spec} is module {name!r}, but importing {name!r} "
+            f"gives {found or 'a module without a file'}"
+        )
+
+
+def _check_free(spec: str, name: str, path: str, start: str) -> None:
+    """Refuse a name (or a parent package of it) already imported from another file."""
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        module = sys.modules.get(prefix)
+        if module is None:
+            continue
+        if i == len(parts):
+            where = getattr(module, "__file__", None)
+            if _same_file(where, path):
+                return
+        else:
+            folder = os.path.join(start, *parts[:i])
+            paths = list(getattr(module, "__path__", None) or ())
+            if any(_same_file(p, folder) for p in paths):
+                continue
+            where = getattr(module, "__file__", None) or (paths[0] if paths else None)
+        raise BootError(
+            f"require {spec}: module name clash: {spec} is module {name!r}, but {prefix!r} is already "
+            f"imported from {where or 'a module without a file'}"
+        )
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    if not a:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
