@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -228,44 +229,55 @@ def _checked_result(mw: hooks.ClientMiddleware, result: object) -> dict[str, Any
 
 
 # -- arguments against the job function's signature -------------------------------------------------
-def signature_of(func: Callable[..., Any]) -> inspect.Signature | None:
-    """The signature to bind enqueued arguments to; None for a callable without one (no check then)."""
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError):  # some builtins and C callables have no introspectable signature
-        return None
+class CallCheck:
+    """Which arguments a function takes, from its signature (computed once, here).
 
-
-def check_call(
-    sig: inspect.Signature | None,
-    func: Callable[..., Any],
-    job: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> None:
-    """Raise `TypeError` (naming the job) if ``func(*args, **kwargs)`` would fail to bind.
-
-    A job with the wrong arguments would otherwise be accepted, fail in the worker and be retried
-    for weeks; calling it wrong here fails at once, as calling the function would.
+    A job with the wrong arguments would otherwise be accepted, fail in the worker and be retried for
+    weeks; calling `check` raises `TypeError` naming the job at once, as calling the function would.
     """
-    if sig is None:
-        return
-    name = f"{getattr(func, '__qualname__', None) or getattr(func, '__name__', 'job')}()"
-    params = list(sig.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(args) > len(positional) and not any(p.kind is p.VAR_POSITIONAL for p in params):
-        # Python's own wording (inspect.Signature.bind only says "too many positional arguments").
-        required = sum(1 for p in positional if p.default is p.empty)
-        takes = (
-            f"{len(positional)}" if required == len(positional) else f"from {required} to {len(positional)}"
-        )
-        noun = "argument" if takes == "1" else "arguments"
-        verb = "was" if len(args) == 1 else "were"
-        raise TypeError(f"{name} takes {takes} positional {noun} but {len(args)} {verb} given (job {job})")
-    try:
-        sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{name} {exc} (job {job})") from None
+
+    __slots__ = ("_max", "_min", "_name", "signature")
+    _min: float
+    _max: float
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self._name = f"{getattr(func, '__qualname__', None) or getattr(func, '__name__', 'job')}()"
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):  # some builtins and C callables have none: no check then
+            self.signature = None
+            return
+        params = list(self.signature.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._min = sum(1 for p in positional if p.default is p.empty)
+        self._max = math.inf if any(p.kind is p.VAR_POSITIONAL for p in params) else len(positional)
+        if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+            self._min = math.inf  # a call without keywords cannot bind: always take the full check
+
+    def check(self, args: Sequence[Any], kwargs: Mapping[str, Any], job: str) -> None:
+        sig = self.signature
+        if sig is None:
+            return
+        if not kwargs and self._min <= len(args) <= self._max:
+            return  # binds for sure: the fast path of perform_bulk's items
+        if len(args) > self._max:
+            # Python's own wording (inspect.Signature.bind only says "too many positional arguments").
+            most = int(self._max)
+            least = sum(
+                1
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            )
+            takes = f"{most}" if least == most else f"from {least} to {most}"
+            noun = "argument" if takes == "1" else "arguments"
+            verb = "was" if len(args) == 1 else "were"
+            raise TypeError(
+                f"{self._name} takes {takes} positional {noun} but {len(args)} {verb} given (job {job})"
+            )
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self._name} {exc} (job {job})") from None
 
 
 def _job_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,5 +378,5 @@ def delay(func: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
     module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
     if not module or not qualname or "<" in qualname:
         raise PayloadError(f"delay: {func!r:.60} is not a module-level function")
-    check_call(signature_of(func), func, f"{DELAYED} {module}:{qualname}", args, kwargs)
+    CallCheck(func).check(args, kwargs, f"{DELAYED} {module}:{qualname}")
     return default_client().enqueue(DELAYED, [f"{module}:{qualname}", *args], kwargs, {"queue": "default"})

@@ -10,7 +10,6 @@ import datetime as dt
 import functools
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 import traceback
@@ -19,11 +18,10 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from swarmd.client import (
     DELAYED,
+    CallCheck,
     Client,
-    check_call,
     default_client,
     interval_to_epoch,
-    signature_of,
     when_to_epoch,
 )
 from swarmd.errors import BootError, DelayRefused, UnknownJob
@@ -32,7 +30,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags"}
-_UNSET: Any = object()
 
 
 class _Enqueuer(Generic[P]):
@@ -52,8 +49,7 @@ class _Enqueuer(Generic[P]):
         return self.client or default_client()
 
     def _check(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-        job = self._job
-        check_call(job.signature, job.func, self.job_name, args, kwargs)
+        self._job.call_check.check(args, kwargs, self.job_name)
 
     def perform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
         self._check(args, kwargs)
@@ -112,15 +108,15 @@ class JobFunction(_Enqueuer[P], Generic[P, R]):
         self.options = options
         self.client = None
         self._job = self
-        self._signature: inspect.Signature | None = _UNSET
+        self._call_check: CallCheck | None = None
         functools.update_wrapper(self, func)
 
     @property
-    def signature(self) -> inspect.Signature | None:
-        """The job function's signature, computed once (None: it has none to check against)."""
-        if self._signature is _UNSET:
-            self._signature = signature_of(self.func)
-        return self._signature
+    def call_check(self) -> CallCheck:
+        """What enqueued arguments are bound against: the signature, computed once per job function."""
+        if self._call_check is None:
+            self._call_check = CallCheck(self.func)
+        return self._call_check
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
