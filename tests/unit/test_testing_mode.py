@@ -202,9 +202,9 @@ def test_a_failing_job_raises_out_of_drain_and_the_others_stay() -> None:
 
 def test_drain_runs_jobs_by_name_so_an_unregistered_one_fails() -> None:
     with swarmd.testing.fake():
-        swarmd.push({"class": "RubyWorker", "args": [1]})
-        assert len(swarmd.testing.jobs("RubyWorker")) == 1
-        with pytest.raises(swarmd.UnknownJob, match=r"'RubyWorker'.*use fake mode"):
+        swarmd.push({"class": "t.RubyOnlyWorker", "args": [1]})  # registered in no Python process
+        assert len(swarmd.testing.jobs("t.RubyOnlyWorker")) == 1
+        with pytest.raises(swarmd.UnknownJob, match=r"'t.RubyOnlyWorker'.*use fake mode"):
             swarmd.testing.drain()
 
 
