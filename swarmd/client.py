@@ -220,8 +220,9 @@ def _checked_result(mw: hooks.ClientMiddleware, result: object) -> dict[str, Any
             )
     if not isinstance(result.get("args"), list):
         raise PayloadError(f"{where}: job['args'] must be a list, got {result.get('args')!r:.60}")
-    if not isinstance(result.get("kwargs", {}), dict):
-        raise PayloadError(f"{where}: job['kwargs'] must be a dict, got {result['kwargs']!r:.60}")
+    kwargs = result.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise PayloadError(f"{where}: job['kwargs'] must be a dict, got {kwargs!r:.60}")
     at = result.get("at")
     if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
         raise PayloadError(f"{where}: job['at'] must be epoch seconds, got {at!r:.60}")

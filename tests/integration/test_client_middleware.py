@@ -136,6 +136,7 @@ def test_a_middleware_that_raises_reaches_the_caller_and_nothing_is_pushed(
         (lambda job: {k: v for k, v in job.items() if k != "class"}, r"job\['class'\] must be a non-empty"),
         (lambda job: {**job, "queue": ""}, r"job\['queue'\] must be a non-empty"),
         (lambda job: {**job, "at": "tomorrow"}, r"job\['at'\] must be epoch seconds"),
+        (lambda job: {**job, "kwargs": [1]}, r"job\['kwargs'\] must be a dict"),
         (lambda job: [job], r"returned list, expected the job dict or None"),
     ],
 )
