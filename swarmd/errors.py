@@ -10,6 +10,8 @@ Exception tree::
     ├── UnknownJob            no job function is registered under that name (a failure: retried)
     │   └── DelayRefused      a delayed call outside ``delay_allow`` (refused: straight to `dead`)
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
+    │                         (also a builtin `ConnectionError`, so `except ConnectionError` catches
+    │                         an enqueue that could not reach Redis)
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
 `PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
@@ -59,8 +61,12 @@ class DelayRefused(UnknownJob):
     """A `swarmd.delay` call names a function outside ``delay_allow``: refused, straight to `dead`."""
 
 
-class RedisUnavailable(SwarmdError):
-    """Redis cannot be used: unreachable, too old, or it refused our credentials."""
+class RedisUnavailable(SwarmdError, ConnectionError):
+    """Redis cannot be used: unreachable, too old, or it refused our credentials.
+
+    A builtin `ConnectionError` too: code that already catches ``ConnectionError`` around an enqueue
+    keeps working. The message names the Redis URL with its password redacted.
+    """
 
     exit_code = ExitCode.UNAVAILABLE
 

@@ -25,10 +25,12 @@ PUBLIC = [
     "SwarmdError",
     "UnknownJob",
     "__version__",
+    "client_middleware",
     "configure",
     "delay",
     "job",
     "push",
+    "testing",
 ]
 
 

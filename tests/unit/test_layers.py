@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "logs": 2,
     "systemd": 2,
     "devredis": 2,
+    "hooks": 2,  # registries of middleware and hooks, read by the client (and later the worker side)
     "pidfile": 2,
     "unitfile": 2,  # `ctl` renders units with it; it takes the app-directory rule from `config`
     "control": 2,  # the control-pipe lines and signal dispatch, for `worker` and `supervisor`
@@ -43,6 +44,8 @@ LAYERS: dict[str, int] = {
     "heartbeat": 4,
     "recovery": 4,
     "processor": 5,
+    "testing": 5,  # the test mode: the client's sink plus the registry to run jobs by name
+    "pytest_plugin": 6,  # fixtures over `testing`
     "worker": 6,
     "supervisor": 7,  # the state machine
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
