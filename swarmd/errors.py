@@ -10,6 +10,7 @@ Exception tree::
     ├── UnknownJob            no job function is registered under that name (a failure: retried)
     │   └── DelayRefused      a delayed call outside ``delay_allow`` (refused: straight to `dead`)
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
+    ├── NotFound              `swarmd.admin`: no such job, entry, queue or live process -> exit 1
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
 `PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
@@ -25,6 +26,7 @@ class ExitCode(enum.IntEnum):
     """Documented exit codes of `swarmd` and `swarmctl` (SPEC 1.7), from sysexits.h."""
 
     OK = 0
+    NOT_FOUND = 1
     USAGE = 2
     UNAVAILABLE = 69
     SOFTWARE = 70
@@ -63,6 +65,12 @@ class RedisUnavailable(SwarmdError):
     """Redis cannot be used: unreachable, too old, or it refused our credentials."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+class NotFound(SwarmdError):
+    """`swarmd.admin` found no such job, sorted-set entry, queue or live process (``swarmctl`` exit 1)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class BootError(SwarmdError):

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "heartbeat": 4,
     "recovery": 4,
     "processor": 5,
+    "admin": 5,  # the operator API under `ctl`, the web dashboard and /metrics
     "worker": 6,
     "supervisor": 7,  # the state machine
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
