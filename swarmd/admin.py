@@ -718,7 +718,7 @@ class Admin:
         key). Reads only the members with that score. `NotFound` when there is none."""
         zset = self._zset(kind)
         match = _KEY.fullmatch(key)
-        score = _float(match.group(1)) if match else None
+        score = float(match.group(1)) if match else None  # +-inf too: a score Redis can hold
         if score is None:
             raise NotFound(f"no {kind} entry {key!r} (expected <score>-<jid>)")
         start = 0
@@ -907,9 +907,22 @@ def _matches(entry: Entry, job_class: str | None, text: str | None) -> bool:
         return text in entry.raw.decode(errors="replace")
     haystacks = [entry.error_message or ""]
     for value in (entry.args, entry.kwargs):
-        if value:
+        if value:  # as JSON (`"id": 5`), and each string as it is (a quote is not escaped there)
             haystacks.append(json.dumps(value, ensure_ascii=False))
+            haystacks += _strings(value)
     return any(text in h for h in haystacks)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    stack = [value]
+    while stack:  # no recursion: a decoded job may nest deeper than Python recurses
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
 
 
 def _queues_of(info: Mapping[str, Any]) -> tuple[str, ...]:

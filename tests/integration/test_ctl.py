@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from swarmd import Client, connection, payload
-from swarmd.config import load_config
 from swarmd.admin import Admin, Outcome
+from swarmd.config import load_config
 from swarmd.ctl import main
 from swarmd.heartbeat import Heartbeat
 from swarmd.keys import Keys
