@@ -14,7 +14,8 @@ bounded reply, whatever the size of the data: `page` asks Redis for one page (ZR
 limits, never ``0 -1``), `status` takes two pipelined round trips for any number of processes and
 queues, `search` does one ZSCAN step per call and returns the cursor to continue, and the ``*_all``
 actions work in batches of `BATCH`. Only `find` walks whole sets (as Sidekiq's ``find_job`` does),
-server-side with ZSCAN MATCH on the jid, all three sets in one pipelined step at a time.
+server-side with ZSCAN MATCH on the jid, all three sets in one pipelined step at a time: it is for
+``swarmctl``; a page looks for a jid with `search` (see `find`).
 
 Everything read from Redis is untrusted: an entry that is not JSON, not a job, has fields of the wrong
 type, timestamps out of range or a backtrace that does not inflate is still listed (as undecodable,
@@ -465,10 +466,13 @@ class Admin:
 
     def totals(self) -> Totals:
         """Sidekiq's Stats plus swarmd's in-flight count. 2 round trips."""
-        return self.status(processes=False).totals
+        return self._gather(with_processes=False).totals
 
-    def status(self, *, processes: bool = True) -> Status:
+    def status(self) -> Status:
         """Processes, queues and totals in 2 pipelined round trips, however many there are."""
+        return self._gather(with_processes=True)
+
+    def _gather(self, *, with_processes: bool) -> Status:
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         pipe.smembers(k.processes)
@@ -479,7 +483,7 @@ class Admin:
         for key in (k.schedule, k.retry, k.dead):
             pipe.zcard(key)
         raw_procs, raw_queues, raw_workers, processed, failed, scheduled, retries, dead = pipe.execute()
-        identities = self._members(raw_procs) if processes else []
+        identities = self._members(raw_procs) if with_processes else []
         names, workers = self._members(raw_queues), self._members(raw_workers)
         pipe = self.redis.pipeline(transaction=False)
         self._ask_processes(pipe, identities)
@@ -624,26 +628,28 @@ class Admin:
         job_class: str | None = None,
         text: str | None = None,
         *,
+        jid: str | None = None,
         cursor: int = 0,
         count: int = SCAN_COUNT,
     ) -> SearchResult:
         """One ZSCAN step over a set (about ``count`` members looked at, filtered by Redis with MATCH),
-        keeping entries whose class (or ActiveJob ``wrapped`` class) is ``job_class`` and whose args,
-        kwargs or error message contain ``text`` (case-sensitive; for an undecodable entry, its bytes).
-        Sorted as `page` sorts. Call again with the returned cursor until it is 0."""
+        keeping entries whose class (or ActiveJob ``wrapped`` class) is ``job_class``, whose args,
+        kwargs or error message contain ``text`` (case-sensitive; for an undecodable entry, its bytes)
+        and whose jid is ``jid``. Sorted as `page` sorts. Call again with the returned cursor until it
+        is 0: the bounded way for a web page to look for a jid (`find` walks whole sets at once)."""
         key = self._zset(kind)
         if cursor < 0:
             raise ValueError(f"cursor: expected an integer >= 0, got {cursor}")
         count = max(1, min(count, MAX_SCAN_COUNT))
         pattern = "*"
-        for literal in (text, job_class):
+        for literal in (jid, text, job_class):  # the most selective one Redis can match byte for byte
             if literal and _literal_in_json(literal):
                 pattern = _glob(literal)
                 break
         reply: Any = self.redis.zscan(key, cursor, match=pattern, count=count)
         next_cursor, items = reply
         entries = [Entry.parse(kind, raw, score) for raw, score in items]
-        kept = [e for e in entries if _matches(e, job_class, text)]
+        kept = [e for e in entries if _matches(e, job_class, text) and (jid is None or e.jid == jid)]
         kept.sort(key=lambda e: e.score or 0.0, reverse=kind == "dead")
         return SearchResult(tuple(kept), int(next_cursor))
 
@@ -653,7 +659,12 @@ class Admin:
         """Every place job ``jid`` is in: the sets ``kinds`` (ZSCAN MATCH on the jid, then an exact
         compare, as Sidekiq's ``find_job``; the sets are scanned together, one pipelined step per
         round trip), then with ``queues`` every queue (LRANGE in chunks of `LIST_CHUNK`), then with
-        ``busy`` the jobs running on live processes. An empty list when it is nowhere."""
+        ``busy`` the jobs running on live processes. An empty list when it is nowhere.
+
+        This walks whole sets: its cost grows with their size (about a second per 100,000 entries on
+        a small machine, mostly Redis's ZSCAN), like Sidekiq's ``find_job``. It is for `swarmctl`; a
+        web page looks for a jid with `search` (``jid=``), one bounded step per request, or addresses
+        an entry by its `Entry.key` (`entry`)."""
         if not jid:
             return []
         kinds = list(kinds)

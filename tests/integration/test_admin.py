@@ -494,6 +494,8 @@ def test_search_by_class_and_text_in_bounded_steps(admin: Admin, r: redis.Redis)
     assert {e.raw for e in collect(text="ünï")} == set(odd)
     assert [e.raw for e in collect(text="\xff garbage") if e.data is None] == []  # replacement chars
     assert len(collect(text="garbage Mailer")) == 1
+    assert [e.raw for e in collect(jid=jid_of(wanted[7]))] == [wanted[7]]
+    assert collect(jid=jid_of(wanted[7]), job_class="Boring") == []
     assert len(collect()) >= 2034
     first = admin.search("retry", job_class="Mailer", cursor=0, count=10_000_000)
     assert first.entries == tuple(sorted(first.entries, key=lambda e: e.score or 0))
