@@ -682,7 +682,6 @@ class Admin:
     def _scan_sets(self, kinds: Sequence[Kind], jid: str) -> Iterator[tuple[Kind, Entry]]:
         pattern = _glob(jid) if _literal_in_json(jid) else "*"
         cursors: dict[Kind, int] = dict.fromkeys(kinds, 0)
-        started: set[Kind] = set()
         hits: dict[Kind, list[Entry]] = {k: [] for k in kinds}
         while cursors:
             pipe = self.redis.pipeline(transaction=False)
@@ -690,7 +689,6 @@ class Admin:
             for kind in pending:
                 pipe.zscan(self._zset(kind), cursors[kind], match=pattern, count=SCAN_COUNT)
             for kind, (cursor, items) in zip(pending, pipe.execute(), strict=True):
-                started.add(kind)
                 for raw, score in items:
                     if _json_obj(raw).get("jid") == jid:
                         entry = Entry.parse(kind, raw, score)
@@ -717,7 +715,9 @@ class Admin:
             for name, items in zip(pending, pipe.execute(), strict=True):
                 for raw in items:
                     if needle in raw and _json_obj(raw).get("jid") == jid:
-                        found.append(Found("queue", Entry.parse("queue", raw), queue=name))
+                        hit = Found("queue", Entry.parse("queue", raw), queue=name)
+                        if hit not in found:  # an LPUSH meanwhile shifts the list: seen again
+                            found.append(hit)
                 if len(items) < LIST_CHUNK:
                     del starts[name]
                 else:
@@ -731,7 +731,7 @@ class Admin:
         match = _KEY.fullmatch(key)
         score = float(match.group(1)) if match else None  # +-inf too: a score Redis can hold
         if score is None:
-            raise NotFound(f"no {kind} entry {key!r} (expected <score>-<jid>)")
+            raise NotFound(f"no {kind} entry {key!r:.80} (expected <score>-<jid>)")
         start = 0
         while True:
             items: Any = self.redis.zrangebyscore(
@@ -742,7 +742,7 @@ class Admin:
                 if entry.key == key:
                     return entry
             if len(items) < BATCH:
-                raise NotFound(f"no {kind} entry {key!r}")
+                raise NotFound(f"no {kind} entry {key!r:.80}")
             start += BATCH
 
     # -- actions on sorted-set entries ------------------------------------------------------------
@@ -770,7 +770,11 @@ class Admin:
                 count = data.get("retry_count")
                 if decrement and isinstance(count, int) and not isinstance(count, bool):
                     data["retry_count"] = count - 1
-                job = payload.encode(payload.for_queue(data))
+                try:
+                    job = payload.encode(payload.for_queue(data))
+                except ValueError:  # a number like 1e400 decodes as inf, which JSON cannot carry back
+                    bad += 1
+                    continue
                 moves.append((entry.raw, job, payload.Job(entry.raw, entry.data).queue))
             moved = self.scripts.schedule(zset, moves, payload.now())
             outcome += Outcome(moved, len(moves) - moved, bad)

@@ -443,6 +443,14 @@ def test_valid_jobs_with_strange_fields_decode_without_raising(admin: Admin, r: 
     assert (entries["r1"].retry_count, entries["r1"].error_class, entries["r1"].kwargs) == (None, None, None)
     assert (entries["w1"].display_class, entries["w1"].job_class) == ("MyJob", "Wrapper")
     assert entries["inf"].at is None and admin.entry("dead", entries["inf"].key) == entries["inf"]
+    assert admin.retry_now("dead", list(entries.values())) == Outcome(done=len(entries))
+
+    overflow = b'{"class":"A","args":[1e400],"jid":"o1"}'  # decodes as inf, which JSON cannot carry back
+    r.zadd(K.dead, {overflow: 1})
+    [entry] = admin.page("dead").entries
+    assert entry.args == [float("inf")]
+    assert admin.retry_now("dead", [entry]) == Outcome(undecodable=1)
+    assert zmembers(r, K.dead) == [overflow]
 
 
 # -- entry, search, find ---------------------------------------------------------------------------
