@@ -853,3 +853,14 @@ def test_swarmctl_listings_page(capsys: pytest.CaptureFixture[str], redis_url: s
     assert listed("--page", "9") == ("dead: 30 jobs, 0 shown from #201, newest first", [])
     result = ctl(capsys, "dead", "--json", "--limit", "2", "--offset", "1", "--redis-url", redis_url)
     assert [e["jid"] for e in json.loads(result.stdout)] == jids[1:3]
+
+
+def test_swarmctl_big_limit_is_read_in_pages(
+    capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis, slowlog: Callable[[], list[list[str]]]
+) -> None:
+    raws = fill(r, K.retry, 2500, time.time())
+    r.slowlog_reset()
+    result = ctl(capsys, "retries", "--json", "--limit", "2200", "--offset", "100", "--redis-url", redis_url)
+    assert [e["jid"] for e in json.loads(result.stdout)] == [jid_of(raw) for raw in raws[100:2300]]
+    ranges = [c for c in slowlog() if c[0].lower() in ("zrange", "zrevrange")]
+    assert [(int(c[2]), int(c[3])) for c in ranges] == [(100, 1099), (1100, 2099), (2100, 2299)]
