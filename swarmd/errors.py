@@ -12,6 +12,7 @@ Exception tree::
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
     │                         (also a builtin `ConnectionError`, so `except ConnectionError` catches
     │                         an enqueue that could not reach Redis)
+    ├── NotFound              `swarmd.admin`: no such job, entry, queue or live process -> exit 1
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
 `PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
@@ -27,6 +28,7 @@ class ExitCode(enum.IntEnum):
     """Documented exit codes of `swarmd` and `swarmctl` (SPEC 1.7), from sysexits.h."""
 
     OK = 0
+    NOT_FOUND = 1
     USAGE = 2
     UNAVAILABLE = 69
     SOFTWARE = 70
@@ -69,6 +71,12 @@ class RedisUnavailable(SwarmdError, ConnectionError):
     """
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+class NotFound(SwarmdError):
+    """`swarmd.admin` found no such job, sorted-set entry, queue or live process (``swarmctl`` exit 1)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class BootError(SwarmdError):

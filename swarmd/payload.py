@@ -245,8 +245,17 @@ def encode_backtrace(lines: list[str]) -> str:
     return base64.b64encode(zlib.compress(json.dumps(lines).encode())).decode()
 
 
-def decode_backtrace(text: str) -> list[str]:
-    lines: list[str] = json.loads(zlib.decompress(base64.b64decode(text)))
+def decode_backtrace(text: str, max_bytes: int | None = None) -> list[str]:
+    """The lines of an ``error_backtrace``. With ``max_bytes``, a value that inflates beyond it raises
+    `ValueError` before it is inflated further (a small value from Redis can inflate to gigabytes)."""
+    if max_bytes is None:
+        lines: list[str] = json.loads(zlib.decompress(base64.b64decode(text)))
+        return lines
+    inflater = zlib.decompressobj()
+    inflated = inflater.decompress(base64.b64decode(text), max_bytes)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"error_backtrace inflates beyond {max_bytes} bytes")
+    lines = json.loads(inflated)
     return lines
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Recovered", "Scripts"]
 
-NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave")
+NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
 
 
 @functools.cache
@@ -140,6 +140,17 @@ class Scripts:
             keys.append(k.dead if job is None else k.queue(queue))
             args += [member, member if job is None else job, queue]
         moved: int = self._run("schedule", keys, args)
+        return moved
+
+    def kill(
+        self, zset: str, members: Sequence[bytes], now: float, *, dead_cutoff: float, dead_max_jobs: int
+    ) -> int:
+        """Move ``members`` of ``zset`` (`retry` or `schedule`) to `dead` unchanged, scored ``now``, each
+        only if this call's ZREM removed it; then drop entries of `dead` scored below ``dead_cutoff``
+        and keep at most ``dead_max_jobs``. Returns how many moved."""
+        if not members:
+            return 0
+        moved: int = self._run("kill", [zset, self.keys.dead], [now, dead_cutoff, dead_max_jobs, *members])
         return moved
 
     # -- recovery ---------------------------------------------------------------------------------

@@ -48,3 +48,10 @@ def set_members(r: redis.Redis, key: str) -> set[bytes]:
 def counter(r: redis.Redis, key: str) -> int:
     """The value of an INCR counter; 0 when it does not exist."""
     return as_int(r.get(key))
+
+
+def jid(value: str | None) -> str:
+    """The jid an enqueue returned; None would mean a client middleware dropped the job, and no test
+    here installs one that does."""
+    assert value is not None, "the job was dropped by a client middleware"
+    return value

@@ -279,7 +279,9 @@ class App(Ledger):
 
     # -- enqueueing and the ledger ----------------------------------------------------------------
     def enqueue(self, name: str, *args: Any, queue: str = "default", **options: Any) -> str:
-        return self.client.enqueue(name, args, None, {"queue": queue, **options})
+        jid = self.client.enqueue(name, args, None, {"queue": queue, **options})
+        assert jid is not None  # no client middleware drops jobs here
+        return jid
 
     def raw_job(self, name: str, *args: Any, queue: str = "default", **fields: Any) -> bytes:
         """The bytes of a job as the client would push it (for LPUSH/ZADD by hand)."""

@@ -47,7 +47,7 @@ def test_perform_async_payload(r: redis.Redis, default: Client) -> None:
     jid = probe.perform_async("a.png", 100, 1.5, None, [True], {"k": "v"})
     after = time.time()
     raw, job = only_job(r)
-    assert re.fullmatch(r"[0-9a-f]{24}", jid)
+    assert jid is not None and re.fullmatch(r"[0-9a-f]{24}", jid)
     assert job == {
         "retry": True,
         "queue": "default",

@@ -16,6 +16,7 @@ import redis
 import swarmd
 from swarmd import hooks
 from swarmd.client import Client
+from tests.replies import items, members, scored
 
 Payload = dict[str, Any]
 Middleware = Callable[[Payload], Payload | None]
@@ -46,8 +47,8 @@ def use() -> Iterator[Callable[[Middleware], Middleware]]:
 
 
 def everything(r: redis.Redis) -> list[Payload]:
-    jobs = [json.loads(raw) for key in r.scan_iter("queue:*") for raw in r.lrange(key, 0, -1)]
-    return jobs + [json.loads(raw) for raw in r.zrange("schedule", 0, -1)]
+    jobs = [json.loads(raw) for key in r.scan_iter("queue:*") for raw in items(r, key)]
+    return jobs + [json.loads(raw) for raw in members(r, "schedule")]
 
 
 def test_a_middleware_amends_every_kind_of_push(
@@ -157,7 +158,12 @@ def test_middleware_runs_after_the_clients_own_checks(
     c: Client, use: Callable[[Middleware], Middleware]
 ) -> None:
     calls: list[Payload] = []
-    use(lambda job: calls.append(job) or job)
+
+    def spy(job: Payload) -> Payload:
+        calls.append(job)
+        return job
+
+    use(spy)
     with pytest.raises(TypeError, match=r"args\[0\]"):
         probe.set(client=c).perform_async({1, 2})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes 1 positional argument"):
@@ -179,7 +185,7 @@ def test_a_middleware_may_reroute_or_schedule(
     probe.set(client=c).perform_async(2)
     assert r.llen("queue:tenant-acme") == 1
     assert r.smembers("queues") == {b"tenant-acme"}
-    [(raw, score)] = r.zrange("schedule", 0, -1, withscores=True)
+    [(raw, score)] = scored(r, "schedule")
     assert score == 4_000_000_000.0
     assert json.loads(raw)["args"] == [2] and "enqueued_at" not in json.loads(raw)
 

@@ -17,6 +17,7 @@ import pytest
 from swarmd.client import DELAYED
 from tests.conftest import wait_until
 from tests.integration.conftest import JOBS_MODULE, App
+from tests.replies import members
 
 # -- swarmd.Delayed: only a plain function defined in an allowed module runs ----------------------------
 
@@ -42,7 +43,7 @@ def test_delayed_targets_outside_plain_functions_go_to_dead_and_run_nothing(app:
     app.client.enqueue(DELAYED, [f"{JOBS_MODULE}:plain", "legit"], None, {"queue": "default"})
     app.wait_tokens(["legit"])  # a legitimate delayed function still runs
     wait_until(lambda: app.r.zcard("dead") == len(ATTACKS), 10, what=f"{len(ATTACKS)} jobs in dead")
-    dead = [json.loads(raw) for raw in app.r.zrange("dead", 0, -1)]
+    dead = [json.loads(raw) for raw in members(app.r, "dead")]
     assert {job["error_class"] for job in dead} == {"swarmd.DelayRefused"}
     assert sorted(job["args"][0] for job in dead) == sorted(target for target, _ in ATTACKS)
     assert app.r.zcard("retry") == 0

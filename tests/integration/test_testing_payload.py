@@ -13,6 +13,7 @@ import swarmd
 import swarmd.testing
 from swarmd import hooks
 from swarmd.client import Client
+from tests.replies import items, members
 
 VOLATILE = {"jid", "created_at", "enqueued_at", "at"}
 
@@ -47,8 +48,8 @@ def test_fake_mode_records_what_production_pushes(c: Client, r: redis.Redis) -> 
         p.perform_in(600, "q4", [])
 
     enqueue()
-    pushed = [json.loads(raw) for raw in r.lrange("queue:reports", 0, -1)]
-    pushed += [json.loads(raw) for raw in r.zrange("schedule", 0, -1)]
+    pushed = [json.loads(raw) for raw in items(r, "queue:reports")]
+    pushed += [json.loads(raw) for raw in members(r, "schedule")]
     with swarmd.testing.fake():
         enqueue()
     recorded = swarmd.testing.jobs(report)

@@ -303,7 +303,9 @@ class Swarm(Ledger):
 
     # -- jobs and the ledger ----------------------------------------------------------------------
     def enqueue(self, name: str, *args: Any, queue: str = "default") -> str:
-        return self.client.enqueue(name, args, None, {"queue": queue})
+        jid = self.client.enqueue(name, args, None, {"queue": queue})
+        assert jid is not None  # no client middleware drops jobs here
+        return jid
 
     def enqueue_many(self, name: str, arg_lists: Sequence[Sequence[Any]]) -> None:
         self.client.enqueue_bulk(name, arg_lists, {"queue": "default"})

@@ -133,13 +133,13 @@ def test_naive_datetime_is_refused(nowhere: Client) -> None:
 @pytest.mark.parametrize("interval", ["10", None, True])
 def test_perform_in_needs_seconds_or_timedelta(nowhere: Client, interval: object) -> None:
     with pytest.raises(TypeError, match="perform_in"):
-        bound(nowhere).perform_in(interval, 1)
+        bound(nowhere).perform_in(interval, 1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("when", ["2026-01-01", None, dt.date(2026, 1, 1)])
 def test_perform_at_needs_aware_datetime_or_epoch(nowhere: Client, when: object) -> None:
     with pytest.raises(TypeError, match="perform_at"):
-        bound(nowhere).perform_at(when, 1)
+        bound(nowhere).perform_at(when, 1)  # type: ignore[arg-type]
 
 
 def test_perform_bulk_items_must_be_arg_lists(nowhere: Client) -> None:

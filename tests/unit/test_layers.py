@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "processor": 5,
     "testing": 5,  # the test mode: the client's sink plus the registry to run jobs by name
     "pytest_plugin": 6,  # fixtures over `testing`
+    "admin": 5,  # the operator API under `ctl`, the web dashboard and /metrics
     "worker": 6,
     "supervisor": 7,  # the state machine
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
