@@ -92,6 +92,10 @@ class Fetcher:
         self._buffer: deque[Work] = deque()
         self._acks: list[bytes] = []
         self._held: Counter[bytes] = Counter()  # every job Python holds that is in the private list
+        # Acks sent whose reply was lost: the LREM may or may not have happened. They are never sent
+        # again blindly: with identical bytes in flight twice, a second LREM would remove the twin
+        # that is still running. `reconcile` counts the copies in the list and decides.
+        self._uncertain: Counter[bytes] = Counter()
         self._idle = 0  # processors waiting in get()
         self._fetching = False  # a leader is in a fetch call
         self._dry = False  # the last fetch drained every queue: waiters block in BLMOVE
@@ -103,6 +107,7 @@ class Fetcher:
         self._waiters: list[threading.Thread] = []
         self._waiter_ids: dict[str, int] = {}  # queue -> CLIENT ID of its waiter's connection
         self._backoff = Backoff("fetch")
+        self._broken_said: dict[str, float] = {}  # queue -> when its WRONGTYPE may be logged again
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -155,7 +160,7 @@ class Fetcher:
         if ok:
             self._forget(acks)
         else:
-            self._acks.extend(acks)  # the ack may not have happened: send it again (LREM is idempotent)
+            self._uncertain.update(acks)  # settled by the reconcile that the next leader runs first
         for work in got:
             self._held[work.raw] += 1
         if self._quiet and got:
@@ -176,9 +181,18 @@ class Fetcher:
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
         names = self._order()
-        got = self.scripts.fetch(self.identity, names, want, acks)
+        fetched = self.scripts.fetch(self.identity, names, want, acks)
         self._backoff.ok()
-        return [Work(raw, names[index]) for index, raw in got]
+        for index, error in fetched.broken:
+            self._report_broken(names[index], error)
+        return [Work(raw, names[index]) for index, raw in fetched.jobs]
+
+    def _report_broken(self, name: str, error: str) -> None:
+        """A queue that Redis refuses to read (a key someone SET by hand): skipped, said once a minute."""
+        now = time.monotonic()
+        if now >= self._broken_said.get(name, 0.0):
+            self._broken_said[name] = now + 60.0
+            log.error("queue %s cannot be read and is skipped: %s", name, error)
 
     def _forget(self, raws: Sequence[bytes]) -> None:
         for raw in raws:
@@ -210,11 +224,11 @@ class Fetcher:
             self._fetch(0, acks)
         except connection.RedisError as exc:
             with self._lock:
-                self._acks.extend(acks)
+                self._uncertain.update(acks)  # the reply was lost: settled by `reconcile`
                 self._reconcile_needed = True
             if raise_errors:
                 raise
-            log.warning("ack: Redis error, will retry: %s", exc)
+            log.warning("ack: Redis error, will reconcile: %s", exc)
             return
         with self._lock:
             self._forget(acks)
@@ -274,12 +288,18 @@ class Fetcher:
             except connection.RedisError as exc:
                 conn.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next command, new client id
                 client_id = None
-                with self._lock:
-                    # The move may have happened with its reply lost. Reconcile runs in a leader:
-                    # stop being dry so that an idle processor leads (and reconciles) now.
-                    self._reconcile_needed = True
-                    self._dry = False
-                    self._cond.notify()
+                if isinstance(exc, connection.ResponseError):
+                    # An error reply is the reply: the command was refused and moved nothing (UNBLOCKED
+                    # or READONLY in a failover, WRONGTYPE for a queue key someone SET by hand).
+                    if str(exc).startswith("WRONGTYPE"):
+                        self._report_broken(name, str(exc))
+                else:
+                    with self._lock:
+                        # The move may have happened with its reply lost. Reconcile runs in a leader:
+                        # stop being dry so that an idle processor leads (and reconciles) now.
+                        self._reconcile_needed = True
+                        self._dry = False
+                        self._cond.notify()
                 backoff.wait(exc, self._stop)
             finally:
                 with self._lock:
@@ -380,26 +400,40 @@ class Fetcher:
 
     # -- after a Redis error ----------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Push back private-list entries this worker does not hold (a fetch whose reply was lost).
+        """Settle the private list after a Redis error: push back entries this worker does not hold (a
+        fetch whose reply was lost) and finish acks whose reply was lost.
 
-        Runs in the leader with no other fetch and no BLMOVE in progress, so every entry that is not
-        held was moved in by a call whose reply never arrived.
+        Runs in the leader with no other fetch and no BLMOVE in progress, so for each distinct job the
+        copies in the list are: those Python still runs or buffers, those whose uncertain ack did not
+        happen, and strangers moved in by a call whose reply never arrived. Counting copies (never
+        re-sending an ack blindly) keeps a twin with the same bytes that is still running in the list.
         """
         with self._lock:
             self._reconciling = True
             while self._in_blmove:
                 self._wcond.wait(0.1)
-            held = Counter(self._held)
+            held, uncertain = Counter(self._held), Counter(self._uncertain)
         try:
+            in_list = Counter(cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1)))
+            resend: list[bytes] = []
             strangers: list[Work] = []
-            for raw in cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1)):
-                if held[raw] > 0:
-                    held[raw] -= 1
-                else:
-                    strangers.append(Work(raw, payload.queue_of(raw) or ""))
+            for raw, copies in in_list.items():
+                extra = copies - (held[raw] - uncertain[raw])  # beyond the jobs still in Python's hands
+                if extra <= 0:
+                    continue
+                unacked = min(extra, uncertain[raw])
+                resend += [raw] * unacked
+                stranger = Work(raw, payload.queue_of(raw) or "")
+                strangers += [stranger] * (extra - unacked)
+            if resend:
+                self._fetch(0, resend)  # these acks did not happen: now they do, and count
             if strangers:
                 moved = self.push_back(strangers, forget=False)  # never held: nothing to forget
                 log.warning("reconcile: pushed back %d job(s) whose fetch reply was lost", moved)
+            with self._lock:
+                # Every uncertain ack is settled now: done before, or done just above.
+                self._forget(list(uncertain.elements()))
+                self._uncertain -= uncertain
             self._reconcile_needed = False
         finally:
             with self._lock:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Recovered", "Scripts"]
+__all__ = ["Fetched", "Recovered", "Scripts"]
 
 NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
 
@@ -34,6 +34,15 @@ NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
 def source(name: str) -> str:
     """The text of ``swarmd/lua/<name>.lua`` (read once per process)."""
     return resources.files("swarmd").joinpath("lua", f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What one `Scripts.fetch` call moved: (queue index, raw job) pairs, and the queues it had to
+    skip because their key is not a list: (queue index, Redis's error)."""
+
+    jobs: list[tuple[int, bytes]]
+    broken: list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,25 @@ class Scripts:
     # -- the worker's private list --------------------------------------------------------------
     def fetch(
         self, identity: str, queues: Sequence[str], want: int, acks: Sequence[bytes], now: float | None = None
-    ) -> list[tuple[int, bytes]]:
+    ) -> Fetched:
         """Ack ``acks`` (LREM from the private list, counted as processed) and move up to ``want`` jobs
-        from ``queues`` (tried in this order) into it; returns (index into ``queues``, raw job) pairs."""
+        from ``queues`` (tried in this order) into it. A queue whose key is not a list is skipped and
+        reported in `Fetched.broken` (index, error), so it cannot starve the others."""
         k = self.keys
         keys = [k.inflight(identity), k.stat("processed"), k.stat_daily("processed", now)]
         keys += [k.queue(name) for name in queues]
         reply = self._run("fetch", keys, [want, STATS_TTL, *acks])
-        return [(int(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        fetched = Fetched([], [])
+        for i in range(0, len(reply), 2):
+            index = int(reply[i])
+            if index < 0:
+                error = reply[i + 1]
+                fetched.broken.append(
+                    (-1 - index, error.decode(errors="replace") if isinstance(error, bytes) else str(error))
+                )
+            else:
+                fetched.jobs.append((index, reply[i + 1]))
+        return fetched
 
     def push_back(self, identity: str, jobs: Sequence[tuple[bytes, str | None]], now: float) -> int:
         """Move (raw job, queue) pairs from the private list back to the head of their queues; a job

@@ -275,11 +275,6 @@ def test_an_ack_whose_reply_was_lost_is_sent_again_and_counted_once(
     assert counter(direct, KEYS.stat("processed")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Fetcher re-sends an ack whose reply was lost; with the same bytes in flight twice, the "
-    "re-sent LREM removes the other copy, which is still running, and a crash then loses it",
-)
 def test_a_resent_ack_never_takes_an_identical_job_still_running(
     rig: Rig, proxied: tuple[redis.Redis, FaultProxy]
 ) -> None:
@@ -516,12 +511,6 @@ def fail_on_a_broken_queue(rig: Rig, r: redis.Redis, redis_url: str) -> tuple[Fe
     return f, crew
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetch.lua stops at the first queue key of the wrong type; the error makes the fetcher "
-    "reconcile (pushing back what it moved from the queues before it) and fetch again, forever: jobs "
-    "of the good queues run only while there are at least as many of them as idle processors",
-)
 def test_a_queue_key_of_the_wrong_type_does_not_starve_the_other_queues(
     rig: Rig, r: redis.Redis, redis_url: str
 ) -> None:

@@ -49,7 +49,7 @@ def test_a_script_flushed_from_redis_is_loaded_again(scripts: Scripts, k: Keys, 
     # After a Redis restart or a failover the server knows no script: NOSCRIPT, load, call again.
     r.lpush(k.queue("default"), a := job("a"))
     r.script_flush()
-    assert scripts.fetch(ME, ["default"], 1, []) == [(0, a)]
+    assert scripts.fetch(ME, ["default"], 1, []).jobs == [(0, a)]
 
 
 # -- fetch: ack + fetch in one step -------------------------------------------------------------------
@@ -58,7 +58,7 @@ def test_a_script_flushed_from_redis_is_loaded_again(scripts: Scripts, k: Keys, 
 def test_fetch_moves_the_oldest_jobs_into_the_private_list(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
     a, b, c = job("a"), job("b"), job("c")
     r.lpush(k.queue("default"), a, b, c)  # enqueued in this order
-    assert scripts.fetch(ME, ["default"], 2, []) == [(0, a), (0, b)]
+    assert scripts.fetch(ME, ["default"], 2, []).jobs == [(0, a), (0, b)]
     assert items(r, k.inflight(ME)) == [b, a]
     assert items(r, k.queue("default")) == [c]
 
@@ -70,10 +70,10 @@ def test_fetch_tries_queues_in_the_order_given_and_names_the_queue_of_each_job(
     r.lpush(k.queue("high"), h1, h2)
     r.lpush(k.queue("low"), l1)
     # "high" has enough: "low" is not touched.
-    assert scripts.fetch(ME, ["empty", "high", "low"], 1, []) == [(1, h1)]
+    assert scripts.fetch(ME, ["empty", "high", "low"], 1, []).jobs == [(1, h1)]
     assert items(r, k.queue("low")) == [l1]
     # The rest of "high", then "low" for what is still wanted; the index is into this call's list.
-    assert scripts.fetch(ME, ["high", "empty", "low"], 5, []) == [(0, h2), (2, l1)]
+    assert scripts.fetch(ME, ["high", "empty", "low"], 5, []).jobs == [(0, h2), (2, l1)]
     assert set(items(r, k.inflight(ME))) == {h1, h2, l1}
     assert not r.exists(k.queue("high"), k.queue("low"))
 
@@ -83,11 +83,11 @@ def test_fetch_takes_at_most_want_jobs_and_none_with_want_zero(
 ) -> None:
     jobs = [job(f"j{i}") for i in range(5)]
     r.lpush(k.queue("default"), *jobs)
-    assert scripts.fetch(ME, ["default"], 0, []) == []
+    assert scripts.fetch(ME, ["default"], 0, []).jobs == []
     assert r.llen(k.queue("default")) == 5
-    assert [raw for _, raw in scripts.fetch(ME, ["default"], 3, [])] == jobs[:3]
-    assert [raw for _, raw in scripts.fetch(ME, ["default"], 100, [])] == jobs[3:]
-    assert scripts.fetch(ME, ["default"], 100, []) == []
+    assert [raw for _, raw in scripts.fetch(ME, ["default"], 3, []).jobs] == jobs[:3]
+    assert [raw for _, raw in scripts.fetch(ME, ["default"], 100, []).jobs] == jobs[3:]
+    assert scripts.fetch(ME, ["default"], 100, []).jobs == []
     assert r.llen(k.inflight(ME)) == 5
 
 
@@ -95,7 +95,7 @@ def test_fetch_acks_and_fetches_in_one_call(scripts: Scripts, k: Keys, r: redis.
     done, other, new = job("done"), job("other"), job("new")
     r.lpush(k.inflight(ME), done, other)
     r.lpush(k.queue("default"), new)
-    assert scripts.fetch(ME, ["default"], 1, [done], now=NOW) == [(0, new)]
+    assert scripts.fetch(ME, ["default"], 1, [done], now=NOW).jobs == [(0, new)]
     assert items(r, k.inflight(ME)) == [new, other]
     daily = k.stat_daily("processed", NOW)
     assert counter(r, k.stat("processed")) == counter(r, daily) == 1
@@ -106,7 +106,7 @@ def test_fetch_counts_only_acks_that_removed_an_entry(scripts: Scripts, k: Keys,
     done = job("done")
     r.lpush(k.inflight(ME), done)
     # A finished job that was pushed back or recovered meanwhile is no longer there: not processed here.
-    assert scripts.fetch(ME, ["default"], 1, [job("gone")], now=NOW) == []
+    assert scripts.fetch(ME, ["default"], 1, [job("gone")], now=NOW).jobs == []
     assert not r.exists(k.stat("processed"), k.stat_daily("processed", NOW))
     scripts.fetch(ME, ["default"], 1, [job("gone too"), done], now=NOW)
     assert counter(r, k.stat("processed")) == counter(r, k.stat_daily("processed", NOW)) == 1
@@ -119,7 +119,7 @@ def test_an_ack_sent_again_after_a_lost_reply_counts_nothing(
     done, running = job("done"), job("running")
     r.lpush(k.inflight(ME), done, running)
     for _ in range(2):  # the same call twice: its first reply was lost
-        assert scripts.fetch(ME, ["default"], 0, [done], now=NOW) == []
+        assert scripts.fetch(ME, ["default"], 0, [done], now=NOW).jobs == []
     assert items(r, k.inflight(ME)) == [running]
     assert counter(r, k.stat("processed")) == counter(r, k.stat_daily("processed", NOW)) == 1
 
@@ -129,7 +129,7 @@ def test_identical_payloads_are_two_jobs_through_fetch_and_ack(
 ) -> None:
     twin = job("twin")
     r.lpush(k.queue("default"), twin, twin)
-    assert scripts.fetch(ME, ["default"], 5, []) == [(0, twin), (0, twin)]
+    assert scripts.fetch(ME, ["default"], 5, []).jobs == [(0, twin), (0, twin)]
     assert items(r, k.inflight(ME)) == [twin, twin]
     scripts.fetch(ME, ["default"], 0, [twin], now=NOW)  # one ack removes one entry, not both
     assert items(r, k.inflight(ME)) == [twin]
@@ -151,18 +151,21 @@ def test_two_acks_of_identical_payloads_in_one_call_remove_both(
     assert counter(r, k.stat("processed")) == 2
 
 
-def test_a_script_error_on_a_later_queue_keeps_the_jobs_already_moved(
+def test_a_queue_key_of_the_wrong_type_is_skipped_and_reported(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
-    # Redis does not undo a script's writes before an error: the job fetched from "a" stays in the
-    # private list (where the fetcher's reconcile finds it), it is not lost between the two.
+    # A key someone SET by hand must not stop the queues after it (nor undo the moves before it).
     a = job("a", "a")
     r.lpush(k.queue("a"), a)
+    c = job("c", "c")
+    r.lpush(k.queue("c"), c)
     r.set(k.queue("b"), "not a list")
-    with pytest.raises(connection.ResponseError, match="WRONGTYPE"):
-        scripts.fetch(ME, ["a", "b"], 5, [])
-    assert items(r, k.inflight(ME)) == [a]
-    assert not r.exists(k.queue("a"))
+    fetched = scripts.fetch(ME, ["a", "b", "c"], 5, [])
+    assert fetched.jobs == [(0, a), (2, c)]  # the broken key is skipped, the others still served
+    [(index, error)] = fetched.broken
+    assert index == 1 and "WRONGTYPE" in error
+    assert items(r, k.inflight(ME)) == [c, a]
+    assert r.get(k.queue("b")) == b"not a list"
 
 
 # -- fail: retry, dead, drop ----------------------------------------------------------------------------
@@ -280,7 +283,7 @@ def test_push_back_puts_jobs_at_the_head_of_their_queues(scripts: Scripts, k: Ke
     assert scripts.push_back(ME, [(mine, "default"), (low, "low")], NOW) == 2
     assert not r.exists(k.inflight(ME))
     # The head is what the next fetch takes: the pushed-back job comes before the one that waited.
-    assert scripts.fetch("other", ["default"], 1, []) == [(0, mine)]
+    assert scripts.fetch("other", ["default"], 1, []).jobs == [(0, mine)]
     assert items(r, k.queue("default")) == [waiting]
     assert items(r, k.queue("low")) == [low]
 
@@ -470,7 +473,7 @@ def test_recover_pushes_jobs_to_the_head_and_counts_a_crash_each(
     r.lpush(k.queue("default"), b"waiting")
     dead_worker(r, k, b"a", b"b")
     assert recover(scripts, [recovery(b"b"), recovery(b"a")]) == Recovered(2, 0)
-    assert scripts.fetch("other", ["default"], 2, []) == [(0, b"a"), (0, b"b")]
+    assert scripts.fetch("other", ["default"], 2, []).jobs == [(0, b"a"), (0, b"b")]
     for raw in (b"a", b"b"):
         crashes = k.crashes(f"jid-of-{raw.decode()}")
         assert counter(r, crashes) == 1
