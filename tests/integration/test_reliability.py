@@ -118,7 +118,9 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_runs(app: Ap
     job = json.loads(member)
     assert job["jid"] == jid
     assert job["error_class"] == "swarmd.PoisonJob"
-    assert "3 times: once beside other jobs, then 2 times alone in a quarantine worker" in job["error_message"]
+    assert (
+        "3 times: once beside other jobs, then 2 times alone in a quarantine worker" in job["error_message"]
+    )
     assert job["args"] == ["p1"]
     assert app.count("start") == {"p1": 3}
     assert app.r.llen("queue:default") == app.r.llen("swarmd:quarantine") == 0

@@ -7,14 +7,13 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from swarmd.config import Config
 from swarmd.errors import ConfigError
-from collections.abc import Sequence
-
 from swarmd.supervisor import ABORT_GRACE_S, RECOVERY_STOP_GRACE_S, Supervisor, describe_exit
 from swarmd.systemd import Notifier
 
@@ -236,7 +235,9 @@ def test_workers_that_keep_failing_to_boot_after_ready_stop_the_swarm_with_70() 
     assert len(h.spawns()) == 6  # nothing respawned after the stop began
 
 
-@pytest.mark.parametrize("how", [signal_status(signal.SIGKILL), exit_status(1), signal_status(signal.SIGABRT)])
+@pytest.mark.parametrize(
+    "how", [signal_status(signal.SIGKILL), exit_status(1), signal_status(signal.SIGABRT)]
+)
 def test_a_booted_worker_dying_again_and_again_never_stops_the_swarm(how: int) -> None:
     # An OOM killer (or a job) killing a worker every 2 s: each one is replaced, with backoff.
     h = Harness(config(processes=2, crash_limit=10, crash_window=60.0))
