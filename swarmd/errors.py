@@ -12,8 +12,8 @@ Exception tree::
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
-`PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
-that crashed three times while holding it.
+`PoisonJob` is not raised: its name is the `error_class` written on a job whose worker died while
+running it three times (the last two alone, in a quarantine worker: see `swarmd.recovery`).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class BootError(SwarmdError):
 
 
 class PoisonJob(SwarmdError):
-    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job that was
-    in flight in workers that crashed three times while holding it."""
+    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job whose
+    worker died (or was recycled for memory) while running it three times, the last two alone."""
 
 
 POISON_JOB = "swarmd.PoisonJob"

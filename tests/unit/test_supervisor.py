@@ -511,7 +511,8 @@ def test_the_loop_keeps_ticking_while_a_recovery_child_waits_for_redis() -> None
     before = len(h.notifier.has("WATCHDOG=1"))
     h.advance(10.0, step=0.1)
     assert len(h.notifier.has("WATCHDOG=1")) - before >= 19
-    assert "STATUS=2 of 2 up, 0 of 10 busy" in h.notifier.sent[-1] or h.sup.up() == 1
+    assert h.notifier.has("STATUS=1 of 2 up, 0 of 10 busy")
+    assert h.recoverers  # the child still retries: the loop never waited for it
 
 
 def test_a_failed_fork_of_the_recovery_child_is_retried_with_backoff_then_left_to_the_workers(
@@ -601,3 +602,96 @@ def test_loop_stall_is_not_held_against_the_workers() -> None:
 def test_describe_exit() -> None:
     assert describe_exit(0) == "exited with code 0"
     assert describe_exit(-9) == "was killed by SIGKILL"
+
+
+# -- the quarantine worker --------------------------------------------------------------------------------
+
+
+def quarantine_spawns(h: Harness) -> list[int]:
+    return [e[1] for e in h.events if e[0] == "spawn-quarantine"]
+
+
+def test_a_quarantine_worker_starts_on_demand_once_and_is_not_counted_as_up() -> None:
+    h = Harness(config(processes=2))
+    h.sup.start()
+    a, b = h.pids()
+    h.sup.message(a, "booted")
+    h.sup.message(a, "quarantine")  # a's poll found suspects: needed now, even before READY
+    h.sup.message(b, "quarantine")
+    (q,) = quarantine_spawns(h)
+    assert h.sup.children[q].identity.endswith(":quarantine-abc")
+    h.sup.message(q, "booted")
+    h.sup.message(q, "beat 1")
+    h.sup.tick()
+    assert h.notifier.has("READY=1") == []  # b has not booted: the quarantine worker does not count
+    h.boot(b)
+    assert len(h.notifier.has("READY=1")) == 1
+    assert h.sup.status_text() == "2 of 2 up, 0 of 10 busy"
+    h.sup.message(a, "quarantine")
+    h.advance(2.0)
+    assert quarantine_spawns(h) == [q]  # one at a time
+
+
+def test_a_quarantine_worker_that_exits_clean_is_not_replaced_and_one_that_crashes_backs_off() -> None:
+    h = Harness(config(processes=1, crash_limit=1))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.sup.exited(q, exit_status(0))  # its list stayed empty
+    assert h.recoveries() == [(f"host:{q}:quarantine-abc",)]
+    h.reap_recoveries()
+    h.advance(5.0)
+    assert quarantine_spawns(h) == [q]
+    h.sup.message(a, "quarantine")  # suspects again
+    (_, q2) = quarantine_spawns(h)
+    h.boot(q2)
+    h.sup.exited(q2, signal_status(signal.SIGKILL))  # its job killed it: counted by the recovery
+    h.reap_recoveries()
+    h.sup.message(a, "quarantine")
+    assert len(quarantine_spawns(h)) == 2  # not before its backoff
+    h.advance(0.2)
+    assert len(quarantine_spawns(h)) == 3
+    assert h.notifier.has("STOPPING=1") == []  # a booted worker's death is no crash loop
+
+
+def test_a_quarantine_worker_over_the_memory_limit_is_recycled_without_a_replacement() -> None:
+    h = Harness(config(processes=1, max_memory_mb=100, memory_check_interval=1.0))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.memory = {q: 300 * 1024}
+    h.advance(3.5)
+    assert [k for k in h.kills() if k[1] == q] == [("kill", q, "SIGUSR2"), ("kill", q, "SIGTERM")]
+    assert len(h.spawns()) == 1 and len(quarantine_spawns(h)) == 1
+
+
+def test_a_worker_asking_to_be_recycled_is_replaced_then_gets_usr2_before_term() -> None:
+    h = Harness(config(processes=1))
+    (a,) = h.started(1)
+    h.sup.message(a, "recycle")
+    h.advance(0.5)
+    new = h.spawns()[-1][2]
+    assert new != a and h.kills() == []
+    h.boot(new)
+    assert h.kills() == [("kill", a, "SIGUSR2"), ("kill", a, "SIGTERM")]
+
+
+def test_reload_and_stop_retire_the_quarantine_worker() -> None:
+    h = Harness(config(processes=1), reload=lambda: config(processes=1, concurrency=3))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.sup.signal(signal.SIGHUP)
+    assert ("kill", q, "SIGTERM") in h.kills() and ("kill", q, "SIGUSR2") not in h.kills()
+    h.sup.exited(q, exit_status(0))
+    h.reap_recoveries()
+    h.sup.message(a, "quarantine")
+    (_, q2) = quarantine_spawns(h)
+    h.boot(q2)
+    h.sup.signal(signal.SIGTERM)
+    assert ("kill", q2, "SIGTERM") in h.kills()
+    h.sup.message(a, "quarantine")  # no new one while stopping
+    assert len(quarantine_spawns(h)) == 2
