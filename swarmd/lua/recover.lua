@@ -15,8 +15,9 @@
 --                 `dead` (as poison), else back to the quarantine list
 -- Returns {quarantined, poisoned, dead unchanged}, or -1 when the worker is alive after all.
 --
--- Each job is removed with LREM before it is pushed anywhere: if two recoverers race, only the one
--- whose LREM removed the entry moves it (and counts its crash), so no job is recovered twice.
+-- Each job is removed with LREM before it is pushed anywhere: if two recoverers race, or one call is
+-- sent again after its reply was lost, only the call whose LREM removed the entry moves it (and counts
+-- its crash), so no job is recovered, or counted, twice.
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
