@@ -212,12 +212,10 @@ class Daemon(BaseDaemon):
         return [p for p in pids if _state(p) not in ("Z", "X", "")]
 
     def workers(self) -> list[int]:
-        """The supervisor's ordinary workers (not the quarantine worker, nor a recovery child)."""
-        return [
-            p
-            for p in self.children()
-            if " quarantine [" not in (title := cmdline(p)) and " recovering " not in title
-        ]
+        """The supervisor's ordinary workers (not the quarantine worker, nor a recovery child, nor a
+        child so freshly forked that it still has the supervisor's title)."""
+        others = (" quarantine [", " recovering ", " supervisor [")
+        return [p for p in self.children() if not any(text in cmdline(p) for text in others)]
 
     def quarantine_workers(self) -> list[int]:
         return [p for p in self.children() if " quarantine [" in cmdline(p)]
