@@ -158,6 +158,13 @@ class Fetcher:
             # script error (WRONGTYPE on one queue key) does not undo the moves before it.
             self._reconcile_needed = True
             self._backoff.wait(exc, self._stop)
+        except Exception as exc:  # not Redis's (a bug, a queue name redis-py cannot encode)
+            # The processor must not die of it with the acks in hand: they are sent again below,
+            # and reconcile runs first in case anything moved.
+            if not self._backoff.failures:
+                log.exception("fetch failed")
+            self._reconcile_needed = True
+            self._backoff.wait(exc, self._stop)
         finally:
             self._lock.acquire()
             self._fetching = False
