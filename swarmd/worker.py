@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import setproctitle
 
@@ -54,7 +54,7 @@ from swarmd.heartbeat import Heartbeat, new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys, is_quarantine_identity
 from swarmd.processor import Processor
 from swarmd.retry import Retrier
-from swarmd.retrying import until_redis_answers
+from swarmd.retrying import Backoff, until_redis_answers
 from swarmd.scheduler import Scheduler
 from swarmd.scripts import Scripts
 from swarmd.version import __version__
@@ -102,6 +102,7 @@ class Worker:
         self.quarantine_waiting = 0  # jobs in the quarantine list at the last scheduler poll
         self.orphaned = threading.Event()  # the supervisor is gone
         self._idle_since: float | None = None  # quarantine worker: since when its list is empty
+        self._step_backoff: dict[str, Backoff] = {}  # housekeeping step -> its run of Redis errors
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -244,30 +245,30 @@ class Worker:
     def _housekeeping(self, now: float, *, stopping: bool = False) -> float:
         """Do what is due; return seconds until the next thing is due."""
         cfg = self.config
-        try:
+        # Three steps, each guarded on its own: a failure in one (a bug, a Redis error) never keeps
+        # the others from running, so a scheduler poll that fails cannot stop the recovery of peers.
+        with self._step("heartbeat"):
             self.fetcher.flush_acks()
             if now >= self._next_beat:
                 self._next_beat = now + cfg.beat_interval
                 remote = self.heartbeat.beat()
                 if remote:
                     self._remote_signal(remote)
-            if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
-                # Jittered so workers spread their polls; never later than poll_interval (SPEC: a
-                # job due at T starts by T + 1 s). A poll that hit its budget comes back at once.
-                self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.0)
+        if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
+            # Jittered so workers spread their polls; never later than poll_interval (a job due at T
+            # starts by T + 1 s). A poll that hit its budget comes back at once.
+            self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.0)
+            with self._step("scheduler"):
                 if self.scheduler.poll() is None:
                     self._next_poll = now
                 self.quarantine_waiting = self.scheduler.quarantined
                 if self.quarantine:
                     self._check_idle(now)
-            if not stopping and now >= self._next_recovery:
-                self._next_recovery = now + cfg.recovery_interval
+        if not stopping and now >= self._next_recovery:
+            self._next_recovery = now + cfg.recovery_interval
+            with self._step("recovery"):
                 recovery.recover_dead_workers(self.scripts, self.identity)
                 recovery.prune_processes(self.redis, self.keys)
-        except connection.RedisError as exc:
-            log.warning("housekeeping: Redis error: %s", exc)
-        except Exception:  # a bug must not stop the beat: the liveness key keeps this worker's jobs
-            log.exception("housekeeping failed; carrying on")
         while self._dead_processors:
             proc, error = self._dead_processors.pop()
             log.error("processor thread died, starting a new one: %r", error)
@@ -276,6 +277,20 @@ class Worker:
                 self._add_processor()
         self._set_title()
         return max(0.0, min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0) - now)
+
+    @contextlib.contextmanager
+    def _step(self, what: str) -> Iterator[None]:
+        """One housekeeping step: Redis errors are logged when a run of them starts and when it ends
+        (`Backoff`'s rule; the loop itself sets the pace), anything else at once with its traceback."""
+        backoff = self._step_backoff.setdefault(what, Backoff(f"housekeeping ({what})"))
+        try:
+            yield
+        except connection.RedisError as exc:
+            backoff.failed(exc)
+        except Exception:  # a bug must not stop the beat: the liveness key keeps this worker's jobs
+            log.exception("housekeeping (%s) failed; carrying on", what)
+        else:
+            backoff.ok()
 
     def _check_idle(self, now: float) -> None:
         """A quarantine worker exits (0) once its list has been empty, and it idle, for a while."""
