@@ -15,8 +15,8 @@ Exception tree::
     ├── NotFound              `swarmd.admin`: no such job, entry, queue or live process -> exit 1
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
-`PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
-that crashed three times while holding it.
+`PoisonJob` is not raised: its name is the `error_class` written on a job whose worker died while
+running it three times (the last two alone, in a quarantine worker: see `swarmd.recovery`).
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ class BootError(SwarmdError):
 
 
 class PoisonJob(SwarmdError):
-    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job that was
-    in flight in workers that crashed three times while holding it."""
+    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job whose
+    worker died (or was recycled for memory) while running it three times, the last two alone."""
 
 
 POISON_JOB = "swarmd.PoisonJob"

@@ -23,6 +23,13 @@ Wake-ups: every processor that becomes free leads one fetch before it sleeps; a 
 every idle processor wakes one more to lead the next; a job a waiter brings wakes two processors (one
 for it, one to fetch what may have come with it). Acks ride with the next fetch, or with the
 housekeeping loop's flush within a second.
+
+Quarantine mode (``quarantine=True``, the quarantine worker: concurrency 1). Jobs come from the
+quarantine list instead of the queues, each `Work` keeps its own queue (read from the job: a retry goes
+there), and every push back (quiet, stop, a waiter's surplus, reconcile) returns jobs to the head of the
+quarantine list, never to their queues: a suspect leaves quarantine only by running alone. An ack is
+sent at once rather than with the next fetch, so the private list never holds more than the job that
+is running: whoever recovers it after a crash counts that crash against that job alone.
 """
 
 from __future__ import annotations
@@ -77,13 +84,17 @@ class Fetcher:
         queues: Sequence[QueueSpec],
         order: QueueOrder,
         fetch_timeout: float,
+        *,
+        quarantine: bool = False,
     ) -> None:
         self.scripts = scripts
+        self.solo = quarantine
         self.redis = scripts.redis
         self.keys = scripts.keys
         self.identity = identity
         self.inflight = scripts.keys.inflight(identity)
-        self.queue_names = list(dict.fromkeys(q.name for q in queues))
+        # A quarantine worker has one source, the quarantine list: one waiter, named after it.
+        self.queue_names = ["quarantine"] if quarantine else list(dict.fromkeys(q.name for q in queues))
         self._order = queue_order(queues, order)
         self.fetch_timeout = fetch_timeout
         self._lock = threading.Lock()
@@ -152,6 +163,13 @@ class Fetcher:
             # script error (WRONGTYPE on one queue key) does not undo the moves before it.
             self._reconcile_needed = True
             self._backoff.wait(exc, self._stop)
+        except Exception as exc:  # not Redis's (a bug, a queue name redis-py cannot encode)
+            # The processor must not die of it with the acks in hand: they are sent again below,
+            # and reconcile runs first in case anything moved.
+            if not self._backoff.failures:
+                log.exception("fetch failed")
+            self._reconcile_needed = True
+            self._backoff.wait(exc, self._stop)
         finally:
             self._lock.acquire()
             self._fetching = False
@@ -180,6 +198,10 @@ class Fetcher:
             self._cond.notify(len(got))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
+        if self.solo:
+            got = self.scripts.fetch(self.identity, [], want, acks, quarantine=True)
+            self._backoff.ok()
+            return [self._suspect(raw) for _, raw in got.jobs]
         names = self._order()
         fetched = self.scripts.fetch(self.identity, names, want, acks)
         self._backoff.ok()
@@ -193,6 +215,11 @@ class Fetcher:
         if now >= self._broken_said.get(name, 0.0):
             self._broken_said[name] = now + 60.0
             log.error("queue %s cannot be read and is skipped: %s", name, error)
+
+    @staticmethod
+    def _suspect(raw: bytes) -> Work:
+        """A job from the quarantine list, with its own queue ("" if undecodable: it goes to dead)."""
+        return Work(raw, payload.queue_of(raw) or "")
 
     def _forget(self, raws: Sequence[bytes]) -> None:
         for raw in raws:
@@ -208,6 +235,10 @@ class Fetcher:
             # This processor calls get() next and, finding the buffer empty, leads a fetch that
             # carries this ack: no thread needs waking.
             self._acks.append(work.raw)
+        if self.solo:
+            # At once: a crash from now on must not be counted against a job that already succeeded.
+            # On a Redis error the ack stays pending and goes with the next fetch or flush.
+            self.flush_acks()
 
     def release(self, work: Work) -> None:
         """The job left the private list through another script (retry, dead, pushback)."""
@@ -265,7 +296,7 @@ class Fetcher:
             pool.release(conn)
 
     def _wait_on(self, name: str, conn: connection.Connection) -> None:
-        key = self.keys.queue(name)
+        key = self.keys.quarantine if self.solo else self.keys.queue(name)
         backoff = Backoff(f"fetch {name}")
         client_id: int | None = None
         while True:
@@ -310,7 +341,7 @@ class Fetcher:
                     self._wcond.notify_all()
             if raw is None:
                 continue
-            work = Work(raw, name)
+            work = self._suspect(raw) if self.solo else Work(raw, name)
             with self._lock:
                 if not self._quiet and self._idle > len(self._buffer):
                     self._buffer.append(work)
@@ -365,14 +396,30 @@ class Fetcher:
             while self._fetching and time.monotonic() < deadline:
                 self._wcond.wait(0.05)
 
-    def push_back(self, works: Sequence[Work], *, forget: bool = True, log_errors: bool = False) -> int:
+    def push_back(
+        self,
+        works: Sequence[Work],
+        *,
+        forget: bool = True,
+        log_errors: bool = False,
+        suspects: bool = False,
+    ) -> int:
         """Put jobs back at the head of their queues (RPUSH); a job without a queue (undecodable)
-        goes to `dead` unchanged. ``log_errors``: on a Redis error the jobs stay in the private
-        list (still held: the final `drain` or a recovery takes them) and the error is logged."""
+        goes to `dead` unchanged. To the head of the quarantine list instead in quarantine mode or
+        with ``suspects``. ``log_errors``: on a Redis error the jobs stay in the private list (still
+        held: the final `drain` or a recovery takes them) and the error is logged.
+
+        pushback.lua moves each entry only if its LREM removed it: a job that already left the list
+        (acked, failed, recovered) is never pushed back as well."""
         if not works:
             return 0
         try:
-            moved = self.scripts.push_back(self.identity, [(w.raw, w.queue) for w in works], payload.now())
+            moved = self.scripts.push_back(
+                self.identity,
+                [(w.raw, w.queue) for w in works],
+                payload.now(),
+                quarantine=self.solo or suspects,
+            )
         except connection.RedisError as exc:
             if not log_errors:
                 raise
@@ -393,10 +440,15 @@ class Fetcher:
         finally:
             self._lock.acquire()
 
-    def drain(self) -> int:
-        """At exit: everything still in the private list goes back to its queue."""
+    def drain(self, *, suspects: bool = False) -> int:
+        """At exit: everything still in the private list goes back to its queue (to the quarantine
+        list in quarantine mode, or with ``suspects``: the jobs of a worker recycled for memory)."""
         raws = cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1))
-        return self.push_back([Work(raw, payload.queue_of(raw) or "") for raw in raws])
+        works = [Work(raw, payload.queue_of(raw) or "") for raw in raws]
+        for work in works:
+            if not work.queue:
+                log.error("undecodable job in the private list moved to dead unchanged: %.300r", work.raw)
+        return self.push_back(works, suspects=suspects)
 
     # -- after a Redis error ----------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -423,7 +475,7 @@ class Fetcher:
                     continue
                 unacked = min(extra, uncertain[raw])
                 resend += [raw] * unacked
-                stranger = Work(raw, payload.queue_of(raw) or "")
+                stranger = Work(raw, payload.queue_of(raw) or "")  # push_back: to quarantine if solo
                 strangers += [stranger] * (extra - unacked)
             if resend:
                 self._fetch(0, resend)  # these acks did not happen: now they do, and count

@@ -10,7 +10,14 @@ under ``swarmd:``:
   When it has expired, any worker may recover the in-flight list.
 - ``swarmd:workers`` (set): identities that may own an in-flight list (cleared after recovery).
 - ``swarmd:recovering:<identity>`` (string, NX with TTL): taken by the one worker recovering a list.
-- ``swarmd:crashes:<jid>`` (integer with TTL): how many crashed workers held this job (poison guard).
+- ``swarmd:quarantine`` (list): suspects, jobs that were in the private list of a worker that died
+  (or was recycled for memory). Only a quarantine worker (concurrency 1) takes jobs from here, so each
+  runs alone; it takes from the right, and jobs are pushed back on the right (the head), as in queues.
+- ``swarmd:crashes:<jid>`` (integer with TTL): how many times a quarantine worker died (or was
+  recycled) while running this job alone (poison guard).
+
+A quarantine worker's identity ends in ``:quarantine-<hex>`` (`quarantine_identity`), so whoever
+recovers its private list knows that the job in it was running alone.
 
 With a namespace ``ns`` every key gets the prefix ``ns:``.
 """
@@ -96,3 +103,16 @@ class Keys:
 
     def crashes(self, jid: str) -> str:
         return self._k(f"swarmd:crashes:{jid}")
+
+    @property
+    def quarantine(self) -> str:
+        return self._k("swarmd:quarantine")
+
+
+QUARANTINE_TAG = "quarantine-"
+"""Starts the last part of a quarantine worker's identity (``host:pid:quarantine-<hex>``)."""
+
+
+def is_quarantine_identity(identity: str) -> bool:
+    """True when ``identity`` names a quarantine worker (its private list holds a job running alone)."""
+    return identity.rsplit(":", 1)[-1].startswith(QUARANTINE_TAG)

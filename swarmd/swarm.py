@@ -1,10 +1,14 @@
 """The swarm's I/O around the `swarmd.supervisor.Supervisor` state machine: `run()`.
 
 Redis check, pidfile, preload, then one single-threaded loop (`selectors` over the
-`signal.set_wakeup_fd` pipe and every worker's control pipe), `os.fork()` of workers, `waitpid`
-reaping, the process title. `_Reporter` is the worker's end of its control pipe (the lines are
-`swarmd.control`'s). The rules (when to
-spawn, replace, kill, stop) live in the state machine; see its module for why no job is lost.
+`signal.set_wakeup_fd` pipe and every worker's control pipe), `os.fork()` of workers and of recovery
+children, `waitpid` reaping, the process title. `_Reporter` is the worker's end of its control pipe
+(the lines are `swarmd.control`'s). The rules (when to spawn, replace, kill, stop) live in the state
+machine; see its module for why no job is lost.
+
+The supervisor process never holds a Redis connection after the start check: a child inherits none,
+and nothing in the loop can wait on the network. Recovering a dead worker's list is the Redis work it
+has; it runs in a forked child (`_Loop.recover`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import setproctitle
@@ -28,10 +32,10 @@ from swarmd import connection, control, logs, recovery, registry, systemd
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
-from swarmd.keys import Keys
+from swarmd.keys import QUARANTINE_TAG, Keys
 from swarmd.pidfile import PidFile
 from swarmd.scripts import Scripts
-from swarmd.supervisor import HANDLED, Supervisor
+from swarmd.supervisor import HANDLED, RECOVERY_FOR_S, Supervisor
 from swarmd.version import __version__
 from swarmd.worker import Worker
 
@@ -49,6 +53,8 @@ class _Reporter:
         self.busy = -1
         self.sent = 0.0
         self.told_stopped = False
+        self.told_recycle = False
+        self.told_quarantine = -1e9
 
     def __call__(self, worker: Worker) -> None:
         now = time.monotonic()
@@ -56,6 +62,12 @@ class _Reporter:
         if worker.stopped_remotely and not self.told_stopped:
             self.told_stopped = True  # before the worker exits, so its slot is not refilled
             self._write(control.STOPPED_REMOTELY)
+        if worker.recycle_asked is not None and not self.told_recycle:
+            self.told_recycle = True
+            self._write(control.RECYCLE)
+        if worker.quarantine_waiting and not worker.quarantine and now - self.told_quarantine >= 1.0:
+            self.told_quarantine = now  # said again every second while suspects wait
+            self._write(control.QUARANTINE)
         if not self.booted:
             self.booted = True
             self._write(control.BOOTED)
@@ -100,9 +112,51 @@ class _Loop:
                 os.close(fd)
         self.sel.close()
 
-    def spawn(self, index: int, config: Config) -> tuple[int, str]:
-        token = os.urandom(6).hex()
+    def spawn(self, index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
+        token = (QUARANTINE_TAG if quarantine else "") + os.urandom(6).hex()
         ctl_r, ctl_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+        def work(identity: str) -> int:
+            try:
+                worker = Worker(config, identity, quarantine=quarantine)
+                return worker.run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
+            except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
+                log.error("worker %s: Redis error: %s", identity, exc)
+                return int(ExitCode.UNAVAILABLE)
+
+        kind = " quarantine" if quarantine else ""
+        try:
+            title = f"swarmd {__version__} {config.tag}{kind} [booting]"
+            pid = self._fork(work, token, title, keep=(ctl_w,), close=(ctl_r,))
+        except OSError:
+            os.close(ctl_r)
+            os.close(ctl_w)
+            raise
+        os.close(ctl_w)
+        self.pipes[ctl_r] = (pid, bytearray())
+        self.fd_of[pid] = ctl_r
+        self.sel.register(ctl_r, selectors.EVENT_READ)
+        return pid, _identity(pid, token)
+
+    def recover(self, targets: Sequence[tuple[str, Config]]) -> int:
+        """`Supervisor`'s ``recover``: fork a child that recovers these dead workers' in-flight lists
+        (retrying for at most `RECOVERY_FOR_S`) and exits 0 once all are done, 1 if it gave up."""
+
+        def work(_identity: str) -> int:
+            return _recover_lists(targets)
+
+        title = f"swarmd {__version__} recovering {len(targets)} in-flight list(s)"
+        return self._fork(work, "recovery", title)
+
+    def _fork(
+        self,
+        body: Callable[[str], int],
+        token: str,
+        title: str,
+        keep: Sequence[int] = (),
+        close: Sequence[int] = (),
+    ) -> int:
+        """Fork a child that runs ``body(identity)`` and exits with its result; return its pid."""
         if threading.active_count() > 1:
             log.warning(
                 "forking with %d threads running (started by preloaded code?)", threading.active_count()
@@ -114,23 +168,23 @@ class _Loop:
             pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(ctl_r)
-            os.close(ctl_w)
             raise
         if pid == 0:
-            self._child(config, _identity(os.getpid(), token), ctl_r, ctl_w, mask)
+            self._child(body, _identity(os.getpid(), token), title, keep, close, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(ctl_w)
-        self.pipes[ctl_r] = (pid, bytearray())
-        self.fd_of[pid] = ctl_r
-        self.sel.register(ctl_r, selectors.EVENT_READ)
-        return pid, _identity(pid, token)
+        return pid
 
     def _child(
-        self, config: Config, identity: str, ctl_r: int, ctl_w: int, mask: set[int | signal.Signals]
+        self,
+        body: Callable[[str], int],
+        identity: str,
+        title: str,
+        keep: Sequence[int],
+        close: Sequence[int],
+        mask: set[int | signal.Signals],
     ) -> NoReturn:
         # Never returns: os._exit, so nothing of the supervisor's stack (its `finally` that releases
-        # the pidfile, atexit handlers) ever runs in a worker.
+        # the pidfile, atexit handlers) ever runs in a child.
         code = int(ExitCode.SOFTWARE)
         try:
             signal.set_wakeup_fd(-1)
@@ -140,22 +194,22 @@ class _Loop:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for fd in [ctl_r, *self.pipes, self.wake_r, self.wake_w, self.alive_w]:
-                os.close(fd)
+            # Every pipe of the supervisor's but ``keep``; the write end of the alive pipe above all,
+            # or workers would not see EOF once the supervisor is gone.
+            for fd in [*close, *self.pipes, self.wake_r, self.wake_w, self.alive_w]:
+                if fd not in keep:
+                    os.close(fd)
             self.sel.close()
             lock_fd = self.pidfile._lock_fd if self.pidfile is not None else None
             if lock_fd is not None:  # the flock stays the supervisor's alone: a new swarm is not
-                os.close(lock_fd)  # refused while this worker drains after the supervisor died
+                os.close(lock_fd)  # refused while this child drains after the supervisor died
             systemd.scrub_child_environment()
             random.seed()
             logs.after_fork_in_child()
-            setproctitle.setproctitle(f"swarmd {__version__} {config.tag} [booting]")
-            code = Worker(config, identity).run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
-        except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
-            log.error("worker %s: Redis error: %s", identity, exc)
-            code = int(ExitCode.UNAVAILABLE)
+            setproctitle.setproctitle(title)
+            code = body(identity)
         except BaseException:
-            log.exception("worker %s failed", identity)
+            log.exception("%s failed", identity or "recovery child")
         finally:
             with contextlib.suppress(Exception):
                 logs.flush()  # workers batch INFO lines; os._exit would drop what is pending
@@ -223,21 +277,20 @@ def _kill(pid: int, sig: int) -> None:
     os.kill(pid, sig)
 
 
-def _recover_inflight(identity: str, config: Config) -> str | None:
-    """`Supervisor`'s ``recover``: None once done, else why not (the supervisor logs it and retries)."""
-    # A short-lived connection: the supervisor holds none when it forks.
-    client = connection.connect(config.redis_url)
+def _recover_lists(targets: Sequence[tuple[str, Config]]) -> int:
+    """The recovery child's work: 0 once every list is recovered, 1 if it gave up on some."""
+    clients: dict[tuple[str, str | None], Scripts] = {}
+    work: list[tuple[Scripts, str]] = []
+    for identity, config in targets:  # one client per Redis and namespace (a reload may change them)
+        where = (config.redis_url, config.namespace)
+        if where not in clients:
+            clients[where] = Scripts(connection.connect(config.redis_url), Keys(config.namespace))
+        work.append((clients[where], identity))
     try:
-        done = recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True)
-        # None: another recoverer holds the lock (it may have died mid-way): try again a little later.
-        return None if done is not None else "another process holds its recovery lock"
-    except connection.RedisError as exc:
-        return str(exc) or type(exc).__name__
-    except Exception:  # a bug must not stop the supervisor; the liveness key still leads to the list
-        log.exception("recovering the in-flight jobs of %s failed", identity)
-        return None
+        return 1 if recovery.recover_for(work, RECOVERY_FOR_S) else 0
     finally:
-        client.close()
+        for scripts in clients.values():
+            scripts.redis.close()
 
 
 def _check_redis(config: Config) -> None:
@@ -276,7 +329,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
             config,
             spawn=loop.spawn,
             kill=_kill,
-            recover=_recover_inflight,
+            recover=loop.recover,
             notifier=notifier,
             reload=reload,
             set_title=setproctitle.setproctitle,

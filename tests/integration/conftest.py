@@ -134,9 +134,10 @@ from swarmd.config import load_config
 from swarmd.worker import Worker
 config = load_config(sys.argv[1])
 setup_logs(config)
-sys.exit(Worker(config).run())
+sys.exit(Worker(config, quarantine="--quarantine" in sys.argv[2:]).run())
 """
-"""One worker with no supervisor around it: what the supervisor runs in each forked child."""
+"""One worker with no supervisor around it: what the supervisor runs in each forked child (with
+``--quarantine``: a quarantine worker)."""
 
 _SCRUBBED_ENV = ("REDIS_URL", "APP_ENV", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
@@ -208,9 +209,10 @@ class App(Ledger):
             argv += ["-C", str(config)]
         return self._popen([*argv, *args], env)
 
-    def start_worker(self, config: Path) -> Daemon:
+    def start_worker(self, config: Path, *, quarantine: bool = False) -> Daemon:
         """A bare `swarmd.worker.Worker` process (config ``require`` must name the job module)."""
-        return self._popen([sys.executable, "-c", BARE_WORKER, str(config)], None)
+        extra = ["--quarantine"] if quarantine else []
+        return self._popen([sys.executable, "-c", BARE_WORKER, str(config), *extra], None)
 
     def _popen(self, argv: list[str], env: dict[str, str] | None) -> Daemon:
         out_path = self.root / f"swarmd-{len(self.daemons)}.out"

@@ -78,9 +78,10 @@ def test_sigkill_mid_stream_loses_nothing_and_every_duplicate_is_explained(app: 
 
 
 @pytest.mark.parametrize("runner", ["swarmd", "bare worker"])
-def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app: App, runner: str) -> None:
-    # "swarmd": the supervisor sees each death and recovers at once. "bare worker": nobody is left,
-    # the test restarts a worker (as systemd would), which recovers once the liveness key expires.
+def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_runs(app: App, runner: str) -> None:
+    # "swarmd": the supervisor sees each death, recovers at once and starts the quarantine worker.
+    # "bare worker": nobody is left, the test starts a worker (as systemd would): an ordinary one
+    # first, then quarantine workers; each recovers the last one's list once its liveness key expired.
     raw = app.raw_job("Crash", "p1")
     jid = json.loads(raw)["jid"]
     app.r.lpush("queue:default", raw)
@@ -88,7 +89,10 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app:
     daemons: list[Daemon] = []
 
     def start() -> None:
-        daemons.append(app.start(config=config) if runner == "swarmd" else app.start_worker(config))
+        if runner == "swarmd":
+            daemons.append(app.start(config=config))
+        else:
+            daemons.append(app.start_worker(config, quarantine=bool(daemons)))
 
     def settled() -> bool:
         if app.r.zcard("dead"):
@@ -104,14 +108,16 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app:
     job = json.loads(member)
     assert job["jid"] == jid
     assert job["error_class"] == "swarmd.PoisonJob"
-    assert "crashed 3 times" in job["error_message"]
+    assert (
+        "3 times: once beside other jobs, then 2 times alone in a quarantine worker" in job["error_message"]
+    )
     assert job["args"] == ["p1"]
     assert app.count("start") == {"p1": 3}
-    assert app.r.llen("queue:default") == 0
+    assert app.r.llen("queue:default") == app.r.llen("swarmd:quarantine") == 0
     assert not app.r.exists(f"swarmd:crashes:{jid}")
     # Work goes on with ordinary jobs (a fresh worker if the last one was the third crash).
-    if not daemons[-1].alive():
-        start()
+    if not daemons[-1].alive() or runner == "bare worker":
+        daemons.append(app.start(config=config) if runner == "swarmd" else app.start_worker(config))
     app.enqueue("Record", "after-poison")
     app.wait_tokens(["after-poison"])
 
