@@ -69,6 +69,16 @@ def test_namespace(r: redis.Redis, redis_url: str) -> None:
     assert r.smembers("ns:queues") == {b"default"}
 
 
+def test_each_poll_reads_the_length_of_the_quarantine_list(r: redis.Redis, redis_url: str) -> None:
+    # How a worker learns that suspects wait for a quarantine worker (it tells the supervisor).
+    scheduler = Scheduler(Scripts(connection.connect(redis_url), Keys("ns")))
+    assert scheduler.poll() == 0 and scheduler.quarantined == 0
+    r.rpush("ns:swarmd:quarantine", scheduled_raw("A"), scheduled_raw("B"))
+    assert scheduler.poll() == 0  # suspects are not due jobs: nothing moves
+    assert scheduler.quarantined == 2
+    assert r.llen("ns:swarmd:quarantine") == 2
+
+
 def test_concurrent_pollers_move_each_due_job_exactly_once(r: redis.Redis, redis_url: str) -> None:
     members = {scheduled_raw("X", i): time.time() - 1 for i in range(2_000)}
     r.zadd("schedule", members)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ import redis
 
 from swarmd import connection, payload
 from swarmd.keys import STATS_TTL, Keys
-from swarmd.scripts import Recovered, Scripts
+from swarmd.scripts import Fate, Recovered, Scripts, crash_id
 from tests.replies import counter, items, members, scored, set_members
 
 NOW = time.time()
@@ -166,6 +166,22 @@ def test_a_queue_key_of_the_wrong_type_is_skipped_and_reported(
     assert index == 1 and "WRONGTYPE" in error
     assert items(r, k.inflight(ME)) == [c, a]
     assert r.get(k.queue("b")) == b"not a list"
+
+
+def test_fetch_in_quarantine_mode_takes_from_the_quarantine_list_only(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    s1, s2, queued, done = job("s1"), job("s2"), job("queued"), job("done")
+    r.lpush(k.inflight(ME), done)
+    r.rpush(k.quarantine, s2, s1)  # s1 at the head (the right end), as recovery and push back put it
+    r.lpush(k.queue("default"), queued)
+    # The queues it is given are ignored; the index of each job is 0; acks work as ever.
+    fetched = scripts.fetch(ME, ["default"], 5, [done], now=NOW, quarantine=True)
+    assert (fetched.jobs, fetched.broken) == ([(0, s1), (0, s2)], [])
+    assert items(r, k.inflight(ME)) == [s2, s1]
+    assert items(r, k.queue("default")) == [queued]
+    assert not r.exists(k.quarantine)
+    assert counter(r, k.stat("processed")) == 1
 
 
 # -- fail: retry, dead, drop ----------------------------------------------------------------------------
@@ -332,6 +348,36 @@ def test_push_back_of_identical_payloads_moves_one_per_entry(
     assert not r.exists(k.inflight(ME))
 
 
+def test_push_back_in_quarantine_mode_puts_jobs_at_the_head_of_the_quarantine_list(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    # A quarantine worker's jobs, or a recycled worker's suspects: they leave quarantine only by
+    # running alone, never by going back to their queues.
+    waiting, a, low = job("waiting"), job("a"), job("low", "low")
+    r.rpush(k.quarantine, waiting)
+    r.lpush(k.inflight(ME), a, low, b"garbage")
+    jobs: list[tuple[bytes, str | None]] = [(a, "default"), (low, "low"), (b"garbage", None)]
+    assert scripts.push_back(ME, jobs, NOW, quarantine=True) == 3
+    assert items(r, k.quarantine) == [waiting, a, low]  # the head is the right end: low is next
+    assert scored(r, k.dead) == [(b"garbage", NOW)]  # undecodable: to `dead` unchanged, as ever
+    assert r.keys(k.queue("*")) == []
+    assert not r.exists(k.inflight(ME))
+    assert scripts.push_back(ME, jobs, NOW, quarantine=True) == 0  # sent again: nothing moves twice
+
+
+def test_push_back_sends_an_entry_redis_cannot_take_to_dead_and_the_others_back(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    # A queue name that is no valid UTF-8: redis-py refuses the batch, the entries are sent again one
+    # at a time, and that one goes to `dead` unchanged.
+    a, bad, b = job("a"), b"bad", job("b")
+    r.lpush(k.inflight(ME), a, bad, b)
+    assert scripts.push_back(ME, [(a, "default"), (bad, "\udcff"), (b, "default")], NOW) == 3
+    assert items(r, k.queue("default")) == [a, b]
+    assert scored(r, k.dead) == [(bad, NOW)]
+    assert not r.exists(k.inflight(ME))
+
+
 def test_push_back_of_nothing_is_zero(scripts: Scripts) -> None:
     assert scripts.push_back(ME, [], NOW) == 0
 
@@ -396,6 +442,21 @@ def test_schedule_with_a_member_listed_twice_moves_it_once(scripts: Scripts, k: 
     assert items(r, k.queue("default")) == [b"job"]
 
 
+def test_schedule_sends_a_member_whose_queue_redis_cannot_take_to_dead_and_moves_the_others(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    r.zadd(k.retry, {b"m1": NOW - 3, b"bad": NOW - 2, b"m2": NOW - 1})
+    entries: list[tuple[bytes, bytes | None, str]] = [
+        (b"m1", b"job 1", "default"),
+        (b"bad", b"job bad", "\udcff"),
+        (b"m2", b"job 2", "default"),
+    ]
+    assert scripts.schedule(k.retry, entries, NOW) == 3
+    assert items(r, k.queue("default")) == [b"job 2", b"job 1"]
+    assert scored(r, k.dead) == [(b"bad", NOW)]  # the member as it was, not the job built from it
+    assert not r.exists(k.retry)
+
+
 def test_schedule_from_two_clients_at_once_moves_each_member_once(
     scripts: Scripts, k: Keys, r: redis.Redis, redis_url: str
 ) -> None:
@@ -429,67 +490,111 @@ def test_schedule_from_two_clients_at_once_moves_each_member_once(
 
 
 # -- recover: a dead worker's private list ---------------------------------------------------------------
+# recovery.py decides each job's fate (test_recovery.py); here the script carries out the fates it is given.
 
 
-def recovery(raw: bytes, queue: str | None = "default") -> tuple[bytes, str | None, str, bytes]:
-    """What recovery passes for a job: (raw, queue, crash counter id, the job as poison)."""
-    jid = f"jid-of-{raw.decode(errors='replace')}"
-    return (raw, queue, jid, b"poison " + raw)
+def suspect(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
+    """A job of an ordinary worker's list: to the quarantine list, uncounted."""
+    return (raw, "quarantine", crash_id(raw), b"")
+
+
+def alone(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
+    """A job that ran alone in a quarantine worker: (raw, fate, crash counter id, the job as poison)."""
+    return (raw, "count", f"jid-of-{raw.decode(errors='replace')}", b"poison " + raw)
+
+
+def undecodable(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
+    return (raw, "dead", crash_id(raw), b"")
 
 
 def recover(
-    scripts: Scripts, jobs: list[tuple[bytes, str | None, str, bytes]], *, force: bool = False
+    scripts: Scripts, jobs: Sequence[tuple[bytes, Fate, str, bytes]], *, force: bool = False
 ) -> Recovered | None:
-    return scripts.recover(ME, jobs, force=force, crash_ttl=3600, poison_crashes=3, now=NOW)
+    return scripts.recover(ME, jobs, force=force, crash_ttl=3600, poison_crashes=2, now=NOW)
 
 
 def dead_worker(r: redis.Redis, k: Keys, *raws: bytes) -> None:
-    r.sadd(k.swarmd_workers, ME, "someone else")
+    """ME died holding ``raws`` (newest first); its records are still there, and another worker's."""
+    for identity in (ME, "someone else"):
+        r.sadd(k.swarmd_workers, identity)
+        r.sadd(k.processes, identity)
+        r.hset(k.process(identity), "busy", len(raws))
+        r.hset(k.work(identity), "tid", "{}")
+        r.hset(k.workers(identity), "tid", "{}")
     if raws:
-        r.lpush(k.inflight(ME), *raws)
+        r.lpush(k.inflight(ME), *reversed(raws))
+
+
+def records(r: redis.Redis, k: Keys, identity: str) -> list[str]:
+    """Which records of the process are left: swarmd's registry, Sidekiq's set and hashes, liveness."""
+    left = [
+        name
+        for name, key in (("workers", k.swarmd_workers), ("processes", k.processes))
+        if r.sismember(key, identity)
+    ]
+    hashes = {"process": k.process(identity), "work": k.work(identity), "workers hash": k.workers(identity)}
+    left += [name for name, key in hashes.items() if r.exists(key)]
+    return left + (["alive"] if r.exists(k.alive(identity)) else [])
+
+
+ALL_RECORDS = ["workers", "processes", "process", "work", "workers hash"]
 
 
 def test_recover_leaves_a_live_worker_alone(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
-    dead_worker(r, k, b"a")
+    dead_worker(r, k, b"a", b"b")
     r.set(k.alive(ME), "1", ex=60)
-    assert recover(scripts, [recovery(b"a")]) is None
-    assert items(r, k.inflight(ME)) == [b"a"]
-    assert set_members(r, k.swarmd_workers) == {ME.encode(), b"someone else"}
+    assert recover(scripts, [suspect(b"b"), alone(b"a")]) is None
+    assert items(r, k.inflight(ME)) == [b"a", b"b"]
+    assert records(r, k, ME) == [*ALL_RECORDS, "alive"]
     assert r.keys(k.crashes("*")) == []
-    assert not r.exists(k.queue("default"))
+    assert not r.exists(k.quarantine, k.dead)
 
 
-def test_recover_with_force_ignores_the_liveness_key(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
+def test_recover_with_force_ignores_the_liveness_key_and_deletes_it_with_the_records(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
     # The supervisor saw the process die: its liveness key has not expired yet.
     dead_worker(r, k, b"a")
     r.set(k.alive(ME), "1", ex=60)
-    assert recover(scripts, [recovery(b"a")], force=True) == Recovered(1, 0)
-    assert items(r, k.queue("default")) == [b"a"]
+    assert recover(scripts, [suspect(b"a")], force=True) == Recovered(1, 0, 0)
+    assert items(r, k.quarantine) == [b"a"]
+    assert records(r, k, ME) == []
+    assert records(r, k, "someone else") == ALL_RECORDS
 
 
-def test_recover_pushes_jobs_to_the_head_and_counts_a_crash_each(
+def test_recover_sends_suspects_to_the_quarantine_list_uncounted(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
-    r.lpush(k.queue("default"), b"waiting")
+    r.rpush(k.quarantine, b"waiting")
     dead_worker(r, k, b"a", b"b")
-    assert recover(scripts, [recovery(b"b"), recovery(b"a")]) == Recovered(2, 0)
-    assert scripts.fetch("other", ["default"], 2, []).jobs == [(0, b"a"), (0, b"b")]
-    for raw in (b"a", b"b"):
-        crashes = k.crashes(f"jid-of-{raw.decode()}")
-        assert counter(r, crashes) == 1
-        assert 0 < r.ttl(crashes) <= 3600
-    assert not r.exists(k.inflight(ME))
+    assert recover(scripts, [suspect(b"b"), suspect(b"a")]) == Recovered(2, 0, 0)
+    assert Counter(items(r, k.quarantine)) == Counter([b"waiting", b"a", b"b"])
+    assert r.keys(k.crashes("*")) == []
+    assert not r.exists(k.inflight(ME), k.dead, k.queue("default"))
+    assert records(r, k, ME) == []
     assert set_members(r, k.swarmd_workers) == {b"someone else"}
+
+
+def test_recover_counts_a_crash_of_a_job_that_ran_alone_and_sends_it_back_to_quarantine(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    dead_worker(r, k, b"a")
+    assert recover(scripts, [alone(b"a")]) == Recovered(1, 0, 0)
+    assert items(r, k.quarantine) == [b"a"]  # unchanged: the poison version is only for `dead`
+    crashes = k.crashes("jid-of-a")
+    assert counter(r, crashes) == 1
+    assert 0 < r.ttl(crashes) <= 3600
+    assert not r.exists(k.dead)
 
 
 def test_recover_sends_a_job_to_dead_as_poison_at_the_crash_limit(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
     dead_worker(r, k, b"a", b"b")
-    r.set(k.crashes("jid-of-a"), 2)  # two crashes already: this one is the third
-    assert recover(scripts, [recovery(b"a"), recovery(b"b")]) == Recovered(1, 1)
+    r.set(k.crashes("jid-of-a"), 1)  # one crash already: this one is the second
+    assert recover(scripts, [alone(b"a"), alone(b"b")]) == Recovered(1, 1, 0)
     assert scored(r, k.dead) == [(b"poison a", NOW)]
-    assert items(r, k.queue("default")) == [b"b"]
+    assert items(r, k.quarantine) == [b"b"]
     assert not r.exists(k.crashes("jid-of-a"))
     assert counter(r, k.crashes("jid-of-b")) == 1
 
@@ -498,51 +603,75 @@ def test_recover_sends_an_undecodable_job_to_dead_unchanged(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
     dead_worker(r, k, b"\xff bad")
-    assert recover(scripts, [(b"\xff bad", None, "sha-of-bad", b"\xff bad")]) == Recovered(0, 1)
+    assert recover(scripts, [undecodable(b"\xff bad")]) == Recovered(0, 0, 1)
     assert scored(r, k.dead) == [(b"\xff bad", NOW)]
     assert r.keys(k.crashes("*")) == []
-    assert not r.exists(k.inflight(ME))
+    assert not r.exists(k.inflight(ME), k.quarantine)
 
 
-def test_recover_keeps_the_registry_entry_while_the_list_holds_jobs(
+def test_recover_keeps_the_workers_records_while_the_list_holds_jobs(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
     dead_worker(r, k, b"a", b"b")
-    assert recover(scripts, [recovery(b"b")]) == Recovered(1, 0)  # one batch of two
+    assert recover(scripts, [suspect(b"b")]) == Recovered(1, 0, 0)  # one batch of two
     assert items(r, k.inflight(ME)) == [b"a"]
-    assert ME.encode() in set_members(r, k.swarmd_workers)
-    assert recover(scripts, [recovery(b"a")]) == Recovered(1, 0)
-    assert ME.encode() not in set_members(r, k.swarmd_workers)
+    assert records(r, k, ME) == ALL_RECORDS
+    assert recover(scripts, [suspect(b"a")]) == Recovered(1, 0, 0)
+    assert records(r, k, ME) == []
 
 
-def test_recover_of_an_empty_list_only_forgets_the_worker(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
+def test_recover_of_an_empty_list_only_removes_the_workers_records(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
     dead_worker(r, k)
-    assert recover(scripts, []) == Recovered(0, 0)
-    assert set_members(r, k.swarmd_workers) == {b"someone else"}
+    assert recover(scripts, []) == Recovered(0, 0, 0)
+    assert records(r, k, ME) == []
+    assert records(r, k, "someone else") == ALL_RECORDS
+    assert not r.exists(k.quarantine, k.dead)
 
 
-def test_recover_sent_again_moves_nothing_twice(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
-    dead_worker(r, k, b"a", b"\xff bad")
-    jobs = [recovery(b"a"), (b"\xff bad", None, "sha", b"\xff bad")]
-    assert recover(scripts, jobs) == Recovered(1, 1)
-    assert recover(scripts, jobs) == Recovered(0, 0)
-    assert items(r, k.queue("default")) == [b"a"]
-    assert members(r, k.dead) == [b"\xff bad"]
+def test_recover_sent_again_moves_and_counts_nothing_twice(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
+    # The same call twice: the first reply was lost, or a second recoverer got past the expired lock.
+    dead_worker(r, k, b"s", b"a", b"p", b"\xff bad")
+    r.set(k.crashes("jid-of-p"), 1)
+    jobs = [suspect(b"s"), alone(b"a"), alone(b"p"), undecodable(b"\xff bad")]
+    assert recover(scripts, jobs) == Recovered(2, 1, 1)
+    assert recover(scripts, jobs) == Recovered(0, 0, 0)
+    assert Counter(items(r, k.quarantine)) == Counter([b"s", b"a"])
+    assert Counter(members(r, k.dead)) == Counter([b"poison p", b"\xff bad"])
     assert counter(r, k.crashes("jid-of-a")) == 1  # one crash, counted once
+    assert not r.exists(k.crashes("jid-of-p"))  # not counted again after it went to dead
 
 
-def test_recover_of_identical_payloads_requeues_both_once(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
+def test_recover_of_identical_payloads_moves_one_per_entry(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
     dead_worker(r, k, b"twin", b"twin", b"other")
     # A batch that names the twin once recovers one copy; the other stays for the next batch.
-    assert recover(scripts, [recovery(b"twin")]) == Recovered(1, 0)
+    assert recover(scripts, [suspect(b"twin")]) == Recovered(1, 0, 0)
     assert sorted(items(r, k.inflight(ME))) == [b"other", b"twin"]
-    assert ME.encode() in set_members(r, k.swarmd_workers)
-    jobs = [recovery(b"twin"), recovery(b"twin"), recovery(b"other")]
-    assert recover(scripts, jobs) == Recovered(2, 0)  # the second twin pair finds nothing
-    assert sorted(items(r, k.queue("default"))) == [b"other", b"twin", b"twin"]
+    assert records(r, k, ME) == ALL_RECORDS
+    jobs = [suspect(b"twin"), suspect(b"twin"), suspect(b"other")]
+    assert recover(scripts, jobs) == Recovered(2, 0, 0)  # the second twin entry finds nothing
+    assert Counter(items(r, k.quarantine)) == Counter([b"twin", b"twin", b"other"])  # never a third
     assert not r.exists(k.inflight(ME))
-    # The copies share a jid, so they share the crash counter: each copy counted one crash.
-    assert counter(r, k.crashes("jid-of-twin")) == 2
+    assert records(r, k, ME) == []
+
+
+def test_recover_sends_an_entry_redis_cannot_take_to_dead_and_the_others_on(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    # A crash counter id that is no valid UTF-8 (redis-py refuses to encode the key): the batch fails,
+    # each entry is sent again alone, and that one goes to `dead` unchanged.
+    dead_worker(r, k, b"good", b"bad", b"s")
+    jobs = [alone(b"good"), (b"bad", "count", "\udcff", b"poison bad"), suspect(b"s")]
+    assert recover(scripts, jobs) == Recovered(2, 0, 1)
+    assert Counter(items(r, k.quarantine)) == Counter([b"good", b"s"])
+    assert scored(r, k.dead) == [(b"bad", NOW)]
+    assert counter(r, k.crashes("jid-of-good")) == 1
+    assert records(r, k, ME) == []
+
+
+def test_crash_id_is_one_per_distinct_job() -> None:
+    assert crash_id(b"x") == crash_id(b"x") != crash_id(b"y")
 
 
 # -- leave: a clean exit --------------------------------------------------------------------------------
