@@ -17,6 +17,7 @@ import pytest
 from swarmd import payload
 from tests.conftest import wait_until
 from tests.integration.conftest import App
+from tests.replies import members, set_members
 
 
 def surrogate_job(field: str, jid: str = "a" * 24) -> bytes:
@@ -90,7 +91,7 @@ def test_a_killed_worker_leaves_the_process_set_as_soon_as_its_list_is_recovered
     # Not after the 60 s TTL of its records: `swarmctl status` and Sidekiq's Web UI drop it at once.
     d = app.start("--processes", "2", config=app.config())
     app.wait_booted(d, count=2)
-    ident = next(m.decode() for m in app.r.smembers("processes"))
+    ident = next(m.decode() for m in set_members(app.r, "processes"))
     app.r.hset(f"{ident}:work", "tid", "{}")  # as if a job had been busy in it at its last beat
     os.kill(int(ident.split(":")[1]), signal.SIGKILL)
     wait_until(lambda: not app.r.sismember("processes", ident), 10, what="the dead worker out of `processes`")
@@ -116,7 +117,7 @@ def test_poison_jobs_among_normal_ones_only_the_poison_goes_to_dead(app: App) ->
     app.client.enqueue_bulk("Record", [(t,) for t in normal[150:]], {})
     app.wait_tokens(normal, timeout_s=90)
     wait_until(lambda: app.r.zcard("dead") == 3, 60, what="the 3 poison jobs in dead")
-    dead = [json.loads(m) for m in app.r.zrange("dead", 0, -1)]
+    dead = [json.loads(m) for m in members(app.r, "dead")]
     assert sorted(j["args"][0] for j in dead) == poison
     assert all(j["class"] == "Crash" and j["error_class"] == "swarmd.PoisonJob" for j in dead)
     runs = app.count("start")

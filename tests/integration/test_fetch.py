@@ -23,7 +23,7 @@ from swarmd.devredis import RedisServer
 from swarmd.fetch import Fetcher
 from swarmd.keys import Keys
 from swarmd.recovery import recover_worker
-from swarmd.scripts import Scripts
+from swarmd.scripts import Recovered, Scripts
 from tests.conftest import wait_until
 from tests.integration.conftest import free_port
 from tests.integration.faultproxy import FaultProxy
@@ -291,9 +291,11 @@ def test_a_resent_ack_never_takes_an_identical_job_still_running(
     direct.lpush(QUEUE, job("next"))
     nxt = f.get()  # the next fetch (after reconcile) carries the pending ack again
     assert nxt is not None and token_of(nxt.raw) == "next"
-    # The worker is SIGKILLed now: the second twin was still running and must come back.
-    assert recover_worker(Scripts(direct, KEYS), ME, force=True) is not None
-    assert Counter(tokens(items(direct, QUEUE))) == {"twin": 1, "next": 1}
+    # The worker is SIGKILLed now: the second twin was still running and must come back (to the
+    # quarantine list, as every job of a dead worker's list does), beside the job fetched with the ack.
+    assert recover_worker(Scripts(direct, KEYS), ME, force=True) == Recovered(2, 0, 0)
+    assert Counter(tokens(items(direct, KEYS.quarantine))) == {"twin": 1, "next": 1}
+    assert not direct.exists(QUEUE, INFLIGHT)
 
 
 # -- quiet and stop -----------------------------------------------------------------------------------------

@@ -570,11 +570,11 @@ def test_spawn_failure_is_retried_with_backoff() -> None:
     h = Harness(config(processes=1))
     calls = []
 
-    def failing(index: int, cfg: Config) -> tuple[int, str]:
+    def failing(index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
         calls.append(h.now)
         if len(calls) < 3:
             raise BlockingIOError(11, "Resource temporarily unavailable")
-        return h.spawn(index, cfg)
+        return h.spawn(index, config, quarantine=quarantine)
 
     h.sup._spawn_fn = failing
     h.sup.start()
