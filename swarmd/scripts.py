@@ -173,6 +173,7 @@ class Scripts:
         for raw, queue, counter, poison in jobs:
             keys += [k.queue(queue) if queue else k.dead, k.crashes(counter)]
             args += [raw, poison]
+        keys.append(k.recovery)
         result = self._run("recover", keys, args)
         if result == -1:
             return None

@@ -74,8 +74,11 @@ HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with
 RECOVERY_TRIES = 30
 EXTEND_EVERY_S = 2.0
 
-Spawn = Callable[[int, Config], tuple[int, str]]
-"""Start a worker for slot ``index`` with ``config``; return its pid and identity (raises OSError)."""
+Spawn = Callable[..., tuple[int, str]]
+"""``spawn(index, config, reason=None)``: start a worker for slot ``index`` with ``config``; return its
+pid and identity (raises OSError). ``reason`` says why it replaces another worker (`RESTART_REASONS`),
+None for a worker of the swarm's start; the worker counts it in Redis (``swarmd_worker_restarts_total``)."""
+RESTART_REASONS = ("crash", "hung", "memory", "reload", "exit")
 Recover = Callable[[str, Config], str | None]
 """Push a dead worker's in-flight jobs back; None once done, else why not (retried with backoff)."""
 
@@ -97,6 +100,7 @@ class Slot:
     respawn_at: float | None = None  # when to start a worker for an empty slot
     retry_at: float | None = None  # a failed rolling step is not retried before this
     replace: str | None = None  # why the worker should be replaced by a rolling step (memory)
+    reason: str | None = None  # why the next worker of this slot replaces one (`RESTART_REASONS`)
 
 
 @dataclass(eq=False)
@@ -303,6 +307,7 @@ class Supervisor:
                     self._stop(now, code=int(ExitCode.OK), fast=False)
                 return
             log.info("%s %s; starting a new one", child.name, how)
+            slot.reason = "exit"
             if slot.incoming is None:
                 slot.respawn_at = now
             return
@@ -310,6 +315,7 @@ class Supervisor:
             how += " (perhaps out of memory?)"
         # A worker that could not reach Redis at boot is not a crash loop: the swarm waits a Redis
         # outage out with backoff instead of exiting and leaving it to systemd's start limits.
+        slot.reason = "hung" if child.aborted else "crash"
         self._crashed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
 
     def signal(self, signum: int) -> None:
@@ -380,7 +386,7 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------------
     def _spawn(self, slot: Slot, now: float, *, incoming: bool = False) -> Child | None:
         try:
-            pid, identity = self._spawn_fn(slot.index, self.config)
+            pid, identity = self._spawn_fn(slot.index, self.config, reason=slot.reason)
         except OSError as exc:  # EAGAIN/ENOMEM from fork: try again later, like a crash
             log.error("cannot start worker %d: %s", slot.index + 1, exc)
             if incoming:
@@ -390,6 +396,7 @@ class Supervisor:
             return None
         child = Child(pid, identity, slot, self.config, self.generation, started=now, last_seen=now)
         self.children[pid] = child
+        slot.reason = None
         slot.respawn_at = None
         if incoming:
             slot.incoming = child
@@ -602,6 +609,7 @@ class Supervisor:
             why = slot.replace or ("reload" if child.generation < self.generation else None)
             if why and (slot.retry_at is None or now >= slot.retry_at):
                 log.info("replacing %s (%s)", child.name, why)
+                slot.reason = "memory" if slot.replace else "reload"
                 self._spawn(slot, now, incoming=True)
                 return
         if len(self.slots) > n:  # a reload lowered `processes`: retire the surplus last

@@ -24,7 +24,7 @@ from typing import NoReturn
 
 import setproctitle
 
-from swarmd import connection, control, logs, recovery, registry, systemd
+from swarmd import connection, control, logs, metrics, recovery, registry, systemd
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
@@ -100,7 +100,7 @@ class _Loop:
                 os.close(fd)
         self.sel.close()
 
-    def spawn(self, index: int, config: Config) -> tuple[int, str]:
+    def spawn(self, index: int, config: Config, reason: str | None = None) -> tuple[int, str]:
         token = os.urandom(6).hex()
         ctl_r, ctl_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if threading.active_count() > 1:
@@ -118,7 +118,7 @@ class _Loop:
             os.close(ctl_w)
             raise
         if pid == 0:
-            self._child(config, _identity(os.getpid(), token), ctl_r, ctl_w, mask)
+            self._child(config, _identity(os.getpid(), token), ctl_r, ctl_w, mask, reason)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ctl_w)
         self.pipes[ctl_r] = (pid, bytearray())
@@ -127,7 +127,13 @@ class _Loop:
         return pid, _identity(pid, token)
 
     def _child(
-        self, config: Config, identity: str, ctl_r: int, ctl_w: int, mask: set[int | signal.Signals]
+        self,
+        config: Config,
+        identity: str,
+        ctl_r: int,
+        ctl_w: int,
+        mask: set[int | signal.Signals],
+        reason: str | None = None,
     ) -> NoReturn:
         # Never returns: os._exit, so nothing of the supervisor's stack (its `finally` that releases
         # the pidfile, atexit handlers) ever runs in a worker.
@@ -150,6 +156,8 @@ class _Loop:
             random.seed()
             logs.after_fork_in_child()
             setproctitle.setproctitle(f"swarmd {__version__} {config.tag} [booting]")
+            if reason is not None:  # counted in Redis by the first heartbeat (swarmd_worker_restarts_total)
+                metrics.PROCESS.note_restart(reason)
             code = Worker(config, identity).run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
         except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
             log.error("worker %s: Redis error: %s", identity, exc)

@@ -3,6 +3,7 @@
 -- KEYS[4] swarmd:workers
 -- then, for each job i: KEYS[4+2i-1] its queue (or `dead` for an undecodable job),
 --                       KEYS[4+2i]   its crash counter swarmd:crashes:<jid>
+-- and last, KEYS[#KEYS] swarmd:recovery (the counts behind swarmd_jobs_recovered/poisoned_total)
 -- ARGV[1] identity   ARGV[2] "1" to recover even if the liveness key exists (the supervisor saw
 -- the process die)   ARGV[3] crash counter TTL   ARGV[4] crashes before a job is poison   ARGV[5] now
 -- then, for each job i: ARGV[5+2i-1] the raw job, ARGV[5+2i] the job as it goes to `dead` if poison
@@ -14,7 +15,7 @@ if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 local requeued, poisoned = 0, 0
-local n = (#KEYS - 4) / 2
+local n = (#KEYS - 5) / 2
 for i = 1, n do
   local target, counter = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
   local raw, poison = ARGV[5 + 2 * i - 1], ARGV[5 + 2 * i]
@@ -35,6 +36,12 @@ for i = 1, n do
       end
     end
   end
+end
+if requeued > 0 then
+  redis.call('HINCRBY', KEYS[#KEYS], 'recovered', requeued)
+end
+if poisoned > 0 then
+  redis.call('HINCRBY', KEYS[#KEYS], 'poison', poisoned)
 end
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[1])
