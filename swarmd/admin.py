@@ -1021,6 +1021,11 @@ class Admin:
         zset = self._zset(kind)
         return self._in_batches(zset, lambda batch: self._to_queues(zset, batch, decrement=True), kind)
 
+    def add_all(self) -> Outcome:
+        """`add_to_queue` on every entry of `schedule`, `BATCH` at a time; undecodable ones stay."""
+        zset = self.keys.schedule
+        return self._in_batches(zset, lambda batch: self._to_queues(zset, batch, decrement=False), "schedule")
+
     def delete_all(self, kind: Kind) -> Outcome:
         """Delete every entry of the set, `BATCH` at a time; at most as many as it held when called."""
         return self._in_batches(self._zset(kind), lambda batch: self.delete(kind, batch), kind)

@@ -5,6 +5,14 @@ Redis check, pidfile, preload, then one single-threaded loop (`selectors` over t
 reaping, the process title. `_Reporter` is the worker's end of its control pipe (the lines are
 `swarmd.control`'s). The rules (when to
 spawn, replace, kill, stop) live in the state machine; see its module for why no job is lost.
+
+With ``metrics_port`` the loop also forks a small metrics process (`_MetricsProcess`) that serves
+Prometheus's ``/metrics`` (`swarmd.prometheus.serve`). It is a child like a worker rather than a thread
+or a socket of the supervisor's, so the supervisor stays single-threaded, holds no Redis connection
+when it forks, and its loop never waits on the network or on a scrape: the child holds the listening
+socket and its own Redis client. The loop starts it after the workers, replaces it when it dies (after
+0.5 s, doubling to 30 s while it keeps dying, e.g. on a port in use), restarts it when a reload changes
+the address, stops it last, and the child exits on its own when the supervisor's alive pipe closes.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from swarmd.heartbeat import new_identity
 from swarmd.keys import Keys
 from swarmd.pidfile import PidFile
 from swarmd.scripts import Scripts
-from swarmd.supervisor import HANDLED, Supervisor
+from swarmd.supervisor import HANDLED, Phase, Supervisor, describe_exit
 from swarmd.version import __version__
 from swarmd.worker import Worker
 
@@ -71,6 +79,22 @@ class _Reporter:
             os.write(self.fd, message.encode())
 
 
+METRICS_BACKOFF_S = (0.5, 30.0)
+METRICS_STOP_S = 2.0
+
+
+class _MetricsProcess:
+    """The loop's record of the metrics child (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.address: str | None = None  # what the running child listens on
+        self.due = 0.0  # no new child before this (monotonic)
+        self.delay = METRICS_BACKOFF_S[0]
+        self.started = 0.0
+        self.told_to_stop = False  # its exit is expected: replaced at once (reload) or not at all
+
+
 class _Loop:
     """Signals, control pipes, fork and waitpid for `Supervisor`; used only by `run`."""
 
@@ -84,6 +108,8 @@ class _Loop:
         self.fd_of: dict[int, int] = {}  # pid -> fd
         self.handlers: dict[int, signal._HANDLER] = {}
         self.sel.register(self.wake_r, selectors.EVENT_READ)
+        self.metrics = _MetricsProcess()
+        self.config: Config | None = None  # the supervisor's current config (the metrics child's Redis)
 
     def install(self) -> None:
         for sig in HANDLED:
@@ -213,6 +239,9 @@ class _Loop:
                 return
             if pid == 0:
                 return
+            if pid == self.metrics.pid:
+                self._metrics_exited(status)
+                continue
             fd = self.fd_of.get(pid)
             if fd is not None:  # its last lines ("booted"?) before its exit
                 self._read(sup, fd)
@@ -220,6 +249,109 @@ class _Loop:
             # is still registered under an identity whose liveness key expires: the workers of the
             # next swarm (or of another host) recover it (Worker.start, recovery_interval).
             sup.exited(pid, status)
+
+    # -- the metrics process -------------------------------------------------------------------------
+    def tend_metrics(self, address: str | None, stopping: bool) -> None:
+        """Start, replace or stop the metrics child so that it serves ``address`` (None: none)."""
+        m = self.metrics
+        if m.pid is not None:
+            if (stopping or address != m.address) and not m.told_to_stop:
+                m.told_to_stop = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.pid, signal.SIGTERM)  # reaped by `reap`; a new one starts after that
+            return
+        if address is None or stopping or time.monotonic() < m.due:
+            return
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            log.error("cannot start the metrics process: %s", exc)
+            self._metrics_backoff()
+            return
+        if pid == 0:
+            self._metrics_child(address, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        m.pid, m.address, m.started, m.told_to_stop = pid, address, time.monotonic(), False
+
+    def _metrics_child(self, address: str, mask: set[int | signal.Signals]) -> NoReturn:
+        code = int(ExitCode.SOFTWARE)
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig, handler in self.handlers.items():
+                signal.signal(sig, handler)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for fd in [*self.pipes, self.wake_r, self.wake_w, self.alive_w]:
+                os.close(fd)
+            self.sel.close()
+            lock_fd = self.pidfile._lock_fd if self.pidfile is not None else None
+            if lock_fd is not None:
+                os.close(lock_fd)
+            systemd.scrub_child_environment()
+            logs.after_fork_in_child()
+            setproctitle.setproctitle(f"swarmd {__version__} metrics [{address}]")
+            from swarmd import prometheus  # only this process needs prometheus_client
+            from swarmd.admin import Admin
+            from swarmd.config import parse_host_port
+
+            host, port = parse_host_port(address, "metrics_port", "127.0.0.1")
+            assert self.config is not None
+            with Admin.from_config(self.config) as admin:
+                code = prometheus.serve(admin, host, port, parent_fd=self.alive_r)
+        except BaseException:
+            log.exception("metrics process failed")
+        finally:
+            with contextlib.suppress(Exception):
+                logs.flush()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def _metrics_exited(self, status: int) -> None:
+        m = self.metrics
+        code = os.waitstatus_to_exitcode(status)
+        m.pid = None
+        if m.told_to_stop:
+            m.due = time.monotonic()
+            return
+        if time.monotonic() - m.started > 60.0:  # it had been serving: a new failure starts the backoff over
+            m.delay = METRICS_BACKOFF_S[0]
+        log.warning(
+            "the metrics process (%s) %s; starting a new one in %.1f s",
+            m.address,
+            describe_exit(code),
+            m.delay,
+        )
+        self._metrics_backoff()
+
+    def _metrics_backoff(self) -> None:
+        m = self.metrics
+        m.due = time.monotonic() + m.delay
+        m.delay = min(m.delay * 2, METRICS_BACKOFF_S[1])
+
+    def stop_metrics(self) -> None:
+        """At the swarm's end: TERM, up to `METRICS_STOP_S` for it to exit, then KILL."""
+        pid = self.metrics.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + METRICS_STOP_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    self.metrics.pid = None
+                    return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self.metrics.pid = None
 
 
 def _identity(pid: int, token: str) -> str:
@@ -279,6 +411,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         # Objects alive now are never collected in the workers, so their pages stay shared (CoW).
         gc.freeze()
         loop = _Loop(pidfile)
+        loop.config = config
         loop.install()
         sup = Supervisor(
             config,
@@ -296,6 +429,8 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
                 timeout = sup.tick()
                 if sup.done:
                     break
+                loop.config = sup.config
+                loop.tend_metrics(sup.config.metrics_port, stopping=sup.phase is Phase.STOPPING)
                 loop.wait(sup, timeout)
         except Exception:
             # Workers see EOF on the alive pipe once this process is gone, and stop at once pushing
@@ -306,6 +441,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         return sup.stop_code
     finally:
         if loop is not None:
+            loop.stop_metrics()
             loop.close()
         notifier.close()
         if pidfile is not None:
