@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
@@ -370,7 +370,7 @@ def test_metrics_parse_and_take_a_bounded_number_of_round_trips(
         fake_process(conn, tmp_path, {})
     client_r = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
     client_r.ping()
-    app = Dashboard(Admin(cast(connection.Redis, client_r)))
+    app = Dashboard(Admin(client_r))
     before = CountingConnection.sent
     response = Client(app).get("/metrics")
     trips = CountingConnection.sent - before
