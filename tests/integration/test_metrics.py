@@ -59,7 +59,7 @@ def test_workers_write_per_class_metrics_in_sidekiqs_layout(app: App) -> None:
     assert sum(hint(r, k.decode(), "Record|p") for k in v7) == 3
     grams = list(r.scan_iter("h|Record-*"))
     assert grams and all(0 < r.ttl(k) <= 8 * 3600 for k in grams)
-    fields = r.execute_command(
+    fields = r.execute_command(  # type: ignore[no-untyped-call]
         "BITFIELD_RO", grams[0], *[a for i in range(26) for a in ("GET", "u16", f"#{i}")]
     )
     assert sum(fields) >= 1
