@@ -14,7 +14,8 @@
       series: [{}, { label: "Processed/s", stroke: "#2f5fd0", width: 2 },
                    { label: "Failed/s", stroke: "#b42318", width: 2 }],
       axes: [{}, { size: 60 }],
-      scales: { x: { time: true } },
+      // The last five minutes, however few points there are yet.
+      scales: { x: { time: true, range: function (u, min, max) { return [max - 300, max]; } } },
     }, data, live);
     live.dataset.ready = "1";
     var ids = ["processed", "failed", "enqueued", "retries", "scheduled", "dead"];
