@@ -127,5 +127,15 @@ class Heartbeat:
     def clear(self) -> bool:
         """At a clean exit: leave `processes` (the ``<identity>`` hash expires by itself, as in
         Sidekiq) and, if the private list is empty, swarmd's registry (``lua/leave.lua``). Returns
-        whether the list was empty."""
+        whether the list was empty. The job metrics recorded since the last beat are written first
+        (as Sidekiq flushes them at exit)."""
+        taken = self.metrics.take()
+        if taken != ({}, {}):
+            pipe = self.redis.pipeline(transaction=True)
+            metrics.write(pipe, self.keys, taken, time.time())
+            try:
+                pipe.execute(raise_on_error=False)  # a metrics key of the wrong type must not stop the exit
+            except Exception:
+                self.metrics.restore(taken)
+                raise
         return self.scripts.leave(self.identity)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarmd import metrics
+from swarmd import connection, metrics
+from swarmd.config import load_config
+from swarmd.heartbeat import Heartbeat
+from swarmd.keys import Keys
+from swarmd.scripts import Scripts
 from tests.conftest import live_group_members, wait_until
 from tests.integration.conftest import App, free_port
 
@@ -110,3 +116,21 @@ def test_the_swarm_serves_metrics_and_replaces_its_metrics_process(app: App) -> 
     assert daemon.wait_exit() == 0
     assert scrape(port) is None
     assert "metrics process" in daemon.output()
+
+
+def test_a_metrics_key_of_the_wrong_type_does_not_stop_the_heartbeat(redis_url: str, tmp_path: Path) -> None:
+    (tmp_path / "swarmd.yml").write_text("concurrency: 2\n")
+    config = load_config(str(tmp_path / "swarmd.yml"))
+    client = connection.connect(redis_url)
+    keys = Keys()
+    now = time.time()
+    client.set(keys.metrics_minute(now), "not a hash")  # written by hand, or by something else
+    client.set(keys.histogram("A", now), "x" * 10)  # BITFIELD on a string works; on a list it would not
+    client.lpush(keys.histogram_ten("A", now), "a list")
+    agg = metrics.JobMetrics()
+    agg.record("A", 3.0, False)
+    beat = Heartbeat(Scripts(client, keys), "host:1:abc", config, dict, lambda: False, agg)
+    assert beat.beat() is None
+    assert client.exists("host:1:abc") and client.sismember("processes", "host:1:abc")
+    assert client.hget(keys.job_totals, "A|p") == b"1"  # the other metrics commands ran
+    client.close()
