@@ -703,8 +703,8 @@ class Admin:
     ) -> JobMetricsReport:
         """Per-class runs, failures, time and p50/p95 over the last ``hours`` (1 to 72), from Sidekiq's
         metrics hashes: per minute for 1 hour, per 10 minutes beyond. Two round trips: one for the
-        hashes of the window, one for the 10-minute histograms of the ``histograms`` busiest classes
-        (the others get no percentiles)."""
+        hashes of the window, one for its 10-minute histograms (one hash per window holds every
+        class); the ``histograms`` busiest classes get percentiles."""
         if not 1 <= hours <= 72:
             raise ValueError(f"hours: expected an integer from 1 to 72, got {hours}")
         now = time_now() if now is None else now
@@ -732,28 +732,24 @@ class Admin:
         chosen = ranked[: max(0, histograms)]
         first, last = int(now - hours * 3600) // 600 * 600, int(now) // 600 * 600
         ten_times = range(first + 600, last + 600, 600)  # the windows that overlap the last `hours`
+        wanted = set(chosen)
         grams: dict[str, list[int]] = {}
         if chosen:
             pipe = self.redis.pipeline(transaction=False)
-            fetch = [arg for i in range(metrics.BUCKETS) for arg in ("GET", "u32", f"#{i}")]
-            for name in chosen:
-                for t in ten_times:
-                    pipe.execute_command(  # type: ignore[no-untyped-call]
-                        "BITFIELD_RO", self.keys.histogram_ten(name, t), *fetch
-                    )
-            replies = iter(pipe.execute(raise_on_error=False))
-            for name in chosen:
-                total = [0] * metrics.BUCKETS
-                for _ in ten_times:
-                    reply = next(replies)
-                    if isinstance(reply, list):  # an error (a key of another type): no histogram
-                        for i, n in enumerate(reply[: metrics.BUCKETS]):
-                            total[i] += _int(n) or 0
-                grams[name] = total
+            for t in ten_times:
+                pipe.hgetall(self.keys.histograms_ten(t))
+            for reply in pipe.execute(raise_on_error=False):
+                if not isinstance(reply, dict):  # an error (a key of another type): no histogram
+                    continue
+                for raw_field, raw_value in reply.items():
+                    name, _, bucket = _text(raw_field).rpartition("|")
+                    runs = _int(raw_value)
+                    if name in wanted and bucket.isdigit() and int(bucket) < metrics.BUCKETS and runs:
+                        grams.setdefault(name, [0] * metrics.BUCKETS)[int(bucket)] += max(0, runs)
         classes = []
         for name in ranked:
             p, f, ms = per_class[name]
-            gram = grams.get(name)
+            gram = grams.get(name, [0] * metrics.BUCKETS) if name in wanted else None
             classes.append(
                 ClassMetrics(
                     name=name,

@@ -14,8 +14,9 @@ under ``swarmd:``:
 - ``swarmd:metrics`` (hash): per job class, totals since the key was created (``<class>|p`` runs,
   ``|f`` failures, ``|us`` microseconds of the successful runs, ``|b<i>`` runs in histogram bucket i):
   the counters behind Prometheus's ``swarmd_job_duration_seconds``.
-- ``swarmd:h|<class>|<YYMMDD>|<H>:<M>`` (BITFIELD of 26 u32, TTL 25 h): the duration histogram of a
-  class over one 10-minute window (``M`` is the tens digit of the minute), for p50/p95 over 1-24 h.
+- ``swarmd:h|<YYMMDD>|<H>:<M>`` (hash, TTL 25 h): the duration histograms of every class over one
+  10-minute window (``M`` is the tens digit of the minute), field ``<class>|<i>`` = runs in bucket i,
+  for p50/p95 over 1-24 h in one HGETALL per window whatever the number of classes.
 - ``swarmd:restarts`` (hash): workers started to replace another, by reason (crash, memory, hung,
   reload, exit); ``swarmd:recovery`` (hash): ``recovered`` and ``poison`` job counts of the recovery
   script.
@@ -130,11 +131,11 @@ class Keys:
         t = time.gmtime(ts)
         return self._k(f"h|{job_class}-{t.tm_mday}-{t.tm_hour}:{t.tm_min}")
 
-    def histogram_ten(self, job_class: str, ts: float) -> str:
-        """swarmd's 10-minute histogram of a class, ``swarmd:h|<class>|261130|8:0`` (UTC)."""
+    def histograms_ten(self, ts: float) -> str:
+        """swarmd's 10-minute histograms of every class, ``swarmd:h|261130|8:0`` (UTC)."""
         t = time.gmtime(ts)
         day = f"{t.tm_year % 100:02d}{t.tm_mon:02d}{t.tm_mday:02d}"
-        return self._k(f"swarmd:h|{job_class}|{day}|{t.tm_hour}:{t.tm_min // 10}")
+        return self._k(f"swarmd:h|{day}|{t.tm_hour}:{t.tm_min // 10}")
 
     @property
     def job_totals(self) -> str:

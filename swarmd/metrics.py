@@ -15,8 +15,9 @@ Prometheus need on top (key names in `swarmd.keys`):
   runs: as in Sidekiq, a failure's time is not counted, so a mean is ``ms / (p - f)``);
 - ``h|<class>-<d>-<H>:<M>``: Sidekiq's per-minute histogram, 26 saturating u16 counters (BITFIELD),
   bucket i counting successful runs shorter than `BOUNDS_MS` [i] (the last: anything slower), TTL 8 h;
-- ``swarmd:h|<class>|<YYMMDD>|<H>:<M>``: the same buckets per 10 minutes as u32, TTL 25 h, so the
-  dashboard reads p50/p95 over 24 h from 144 keys per class rather than 1,440;
+- ``swarmd:h|<YYMMDD>|<H>:<M>``: the same buckets per 10 minutes, every class in one hash (fields
+  ``<class>|<i>``), TTL 25 h, so the dashboard reads p50/p95 over 24 h in 144 HGETALLs whatever the
+  number of classes (rather than 1,440 BITFIELDs per class);
 - ``swarmd:metrics``: totals that only grow (``<class>|p``, ``|f``, ``|us``, ``|b<i>``), which
   Prometheus needs for counters and a histogram (``rate()`` of a sliding window would be wrong).
 
@@ -163,6 +164,7 @@ def write(pipe: Any, keys: Keys, taken: tuple[Mapping[str, Stat], Mapping[str, i
         (keys.metrics_ten(now), TEN_TTL),
         (keys.metrics_minute_v7(now), MINUTE_TTL),
     )
+    hist_ten = keys.histograms_ten(now)
     for name, stat in stats.items():
         runs, failures, us = stat[_P], stat[_F], stat[_US]
         fields = {f"{name}|p": runs, f"{name}|f": failures, f"{name}|ms": us // 1000}
@@ -181,17 +183,15 @@ def write(pipe: Any, keys: Keys, taken: tuple[Mapping[str, Stat], Mapping[str, i
             pipe.hincrby(keys.job_totals, f"{name}|b{i}", n)
             queued += 1
         if buckets:
-            for key, width, ttl in (
-                (keys.histogram(name, now), "u16", HISTOGRAM_TTL),
-                (keys.histogram_ten(name, now), "u32", HISTOGRAM_TEN_TTL),
-            ):
-                args: list[Any] = [key, "OVERFLOW", "SAT"]
-                for i, n in buckets:
-                    args += ["INCRBY", width, f"#{i}", n]
-                pipe.execute_command("BITFIELD", *args)
-                pipe.expire(key, ttl)
-                queued += 2
-    for key, ttl in hashes:
+            gram = keys.histogram(name, now)
+            args: list[Any] = [gram, "OVERFLOW", "SAT"]
+            for i, n in buckets:
+                args += ["INCRBY", "u16", f"#{i}", n]
+                pipe.hincrby(hist_ten, f"{name}|{i}", n)
+            pipe.execute_command("BITFIELD", *args)
+            pipe.expire(gram, HISTOGRAM_TTL)
+            queued += 2 + len(buckets)
+    for key, ttl in (*hashes, (hist_ten, HISTOGRAM_TEN_TTL)):
         pipe.expire(key, ttl)
         queued += 1
     return queued

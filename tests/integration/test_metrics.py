@@ -126,7 +126,7 @@ def test_a_metrics_key_of_the_wrong_type_does_not_stop_the_heartbeat(redis_url: 
     now = time.time()
     client.set(keys.metrics_minute(now), "not a hash")  # written by hand, or by something else
     client.set(keys.histogram("A", now), "x" * 10)  # BITFIELD on a string works; on a list it would not
-    client.lpush(keys.histogram_ten("A", now), "a list")
+    client.lpush(keys.histograms_ten(now), "a list")
     agg = metrics.JobMetrics()
     agg.record("A", 3.0, False)
     beat = Heartbeat(Scripts(client, keys), "host:1:abc", config, dict, lambda: False, agg)

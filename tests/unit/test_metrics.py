@@ -93,4 +93,4 @@ def test_key_names_follow_sidekiq() -> None:
     assert k.metrics_ten(t) == "j|261129|8:1"
     assert k.metrics_minute_v7(t) == "j|20261129|8:17"
     assert k.histogram("Mailer", t) == "h|Mailer-29-8:17"
-    assert Keys("ns").histogram_ten("Mailer", t) == "ns:swarmd:h|Mailer|261129|8:1"
+    assert Keys("ns").histograms_ten(t) == "ns:swarmd:h|261129|8:1"
