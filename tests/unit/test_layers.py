@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "worker": 6,
     "prometheus": 6,  # the /metrics exposition over `admin`, served by `web` and the swarm's metrics process
     "supervisor": 7,  # the state machine
+    "web": 7,  # the dashboard package (over `admin` and `prometheus`), served by `ctl`
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
     "cli": 9,
     "ctl": 8,
