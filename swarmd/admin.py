@@ -775,12 +775,13 @@ class Admin:
         cursor: int = 0,
         limit: int = 25,
         max_steps: int = 10,
+        count: int = SCAN_COUNT,
     ) -> SearchResult:
         """`search` steps from ``cursor`` until ``limit`` matches, the end of the set, or ``max_steps``
         ZSCAN steps (a bounded cost per web request); call again with the returned cursor."""
         found: list[Entry] = []
         for _ in range(max(1, max_steps)):
-            result = self.search(kind, job_class, text, cursor=cursor)
+            result = self.search(kind, job_class, text, cursor=cursor, count=count)
             found += [e for e in result.entries if e not in found]
             cursor = result.cursor
             if cursor == 0 or len(found) >= limit:

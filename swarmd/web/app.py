@@ -53,6 +53,7 @@ from swarmd.version import __version__
 __all__ = ["Dashboard", "create_app"]
 
 PAGE_SIZE = 25
+SCAN_STEP = 500  # entries looked at per ZSCAN step of a filtered listing (at most 10 steps a request)
 CSRF_COOKIE = "swarmd_csrf"
 CSRF_FIELD = "csrf"
 SETS: dict[str, Kind] = {"retries": "retry", "scheduled": "schedule", "dead": "dead"}
@@ -463,7 +464,9 @@ class Dashboard:
         result = None
         if job_class or text:
             cursor = int(cursor_text) if cursor_text.isdigit() else 0
-            result = self.admin.search_page(kind, job_class, text, cursor=cursor, limit=PAGE_SIZE)
+            result = self.admin.search_page(
+                kind, job_class, text, cursor=cursor, limit=PAGE_SIZE, count=SCAN_STEP
+            )
         else:
             listing = self.admin.page(kind, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         return self.render(
