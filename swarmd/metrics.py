@@ -65,7 +65,10 @@ MINUTE_TTL = 8 * 3600  # Sidekiq's SHORT_TERM
 TEN_TTL = 3 * 24 * 3600  # Sidekiq 8's MID_TERM
 HISTOGRAM_TTL = 8 * 3600
 HISTOGRAM_TEN_TTL = 25 * 3600
-RESTART_REASONS = ("crash", "memory", "hung", "reload", "exit")
+RESTART_REASONS = ("crash", "hung", "memory", "reload", "exit")
+"""Why a worker replaced another (``swarmd_worker_restarts_total{reason}``): it crashed, was killed as
+hung (silent past ``heartbeat_timeout``), went over ``max_memory_mb``, a reload replaced it, or it
+exited 0 on its own (a TERM sent to the worker alone)."""
 
 # A class's aggregate: [runs, failures, microseconds of successful runs, bucket 0, ..., bucket 25].
 _P, _F, _US, _B = 0, 1, 2, 3

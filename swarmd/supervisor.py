@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from swarmd import control, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
+from swarmd.metrics import RESTART_REASONS as RESTART_REASONS
 from swarmd.procfs import read_pss_kb
 from swarmd.retrying import Backoff
 from swarmd.version import __version__
@@ -78,7 +79,6 @@ Spawn = Callable[..., tuple[int, str]]
 """``spawn(index, config, reason=None)``: start a worker for slot ``index`` with ``config``; return its
 pid and identity (raises OSError). ``reason`` says why it replaces another worker (`RESTART_REASONS`),
 None for a worker of the swarm's start; the worker counts it in Redis (``swarmd_worker_restarts_total``)."""
-RESTART_REASONS = ("crash", "hung", "memory", "reload", "exit")
 Recover = Callable[[str, Config], str | None]
 """Push a dead worker's in-flight jobs back; None once done, else why not (retried with backoff)."""
 
