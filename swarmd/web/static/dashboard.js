@@ -14,8 +14,10 @@
       series: [{}, { label: "Processed/s", stroke: "#2f5fd0", width: 2 },
                    { label: "Failed/s", stroke: "#b42318", width: 2 }],
       axes: [{}, { size: 60 }],
-      // The last five minutes, however few points there are yet.
-      scales: { x: { time: true, range: function (u, min, max) { return [max - 300, max]; } } },
+      // At least the last minute (however few points there are yet), at most the last five.
+      scales: { x: { time: true, range: function (u, min, max) {
+        return [Math.max(Math.min(min, max - 60), max - 300), max];
+      } } },
     }, data, live);
     live.dataset.ready = "1";
     var ids = ["processed", "failed", "enqueued", "retries", "scheduled", "dead"];
