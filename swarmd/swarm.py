@@ -89,6 +89,7 @@ class _MetricsProcess:
     def __init__(self) -> None:
         self.pid: int | None = None
         self.address: str | None = None  # what the running child listens on
+        self.redis: tuple[str, str | None] | None = None  # and the Redis URL and namespace it reads
         self.due = 0.0  # no new child before this (monotonic)
         self.delay = METRICS_BACKOFF_S[0]
         self.started = 0.0
@@ -252,10 +253,12 @@ class _Loop:
 
     # -- the metrics process -------------------------------------------------------------------------
     def tend_metrics(self, address: str | None, stopping: bool) -> None:
-        """Start, replace or stop the metrics child so that it serves ``address`` (None: none)."""
+        """Start, replace or stop the metrics child so that it serves ``address`` (None: none) from the
+        Redis of the current config (a reload that changes either replaces it)."""
         m = self.metrics
         if m.pid is not None:
-            if (stopping or address != m.address) and not m.told_to_stop:
+            changed = address != m.address or self._metrics_redis() != m.redis
+            if (stopping or changed) and not m.told_to_stop:
                 m.told_to_stop = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(m.pid, signal.SIGTERM)  # reaped by `reap`; a new one starts after that
@@ -274,6 +277,10 @@ class _Loop:
             self._metrics_child(address, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         m.pid, m.address, m.started, m.told_to_stop = pid, address, time.monotonic(), False
+        m.redis = self._metrics_redis()
+
+    def _metrics_redis(self) -> tuple[str, str | None] | None:
+        return None if self.config is None else (self.config.redis_url, self.config.namespace)
 
     def _metrics_child(self, address: str, mask: set[int | signal.Signals]) -> NoReturn:
         code = int(ExitCode.SOFTWARE)

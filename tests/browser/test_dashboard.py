@@ -144,7 +144,7 @@ def test_every_button_does_what_it_says(
     assert "1 job(s) deleted" in page.inner_text(".flash")
     left = r.zcard("retry")
     page.click("form.all >> text=Kill all")  # the required box is not ticked: the browser does not submit
-    assert (r.zcard("retry") == left and page.url.endswith("/retries")) or "msg=" in page.url
+    assert r.zcard("retry") == left
     page.check('form.all input[name="confirm"]')
     page.click("form.all >> text=Kill all")
     assert r.zcard("retry") == 0 and "killed" in page.inner_text(".flash")
