@@ -42,7 +42,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Literal
 
-from swarmd import connection, payload
+from swarmd import connection, metrics, payload
 from swarmd.config import Config
 from swarmd.errors import ConfigError, DecodeError, NotFound
 from swarmd.keys import Keys
@@ -55,10 +55,14 @@ __all__ = [
     "SIGNAL_TTL",
     "Admin",
     "BusyJob",
+    "ClassMetrics",
+    "ClassTotals",
     "DayStats",
     "Entry",
     "Found",
+    "JobMetricsReport",
     "Kind",
+    "MetricsSnapshot",
     "Outcome",
     "Page",
     "Process",
@@ -382,6 +386,61 @@ class Outcome:
         return Outcome(self.done + other.done, self.gone + other.gone, self.undecodable + other.undecodable)
 
 
+@dataclass(frozen=True)
+class ClassTotals:
+    """A job class's totals since ``swarmd:metrics`` was created (the Prometheus counters): runs,
+    failures, seconds of the successful runs and their histogram (`swarmd.metrics.BOUNDS_MS`)."""
+
+    name: str
+    runs: int
+    failures: int
+    seconds: float
+    buckets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """What ``/metrics`` exposes, read in 2 round trips (`Admin.metrics_snapshot`)."""
+
+    status: Status
+    classes: tuple[ClassTotals, ...]
+    restarts: Mapping[str, int]
+    recovered: int
+    poisoned: int
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One job class over a window of `Admin.job_metrics`: runs, failures, milliseconds of the
+    successful runs, their mean, p50/p95 (the upper bound of the histogram bucket holding it; None
+    when not read or no successful run, ``inf`` beyond the last bound) and the runs per time bucket."""
+
+    name: str
+    runs: int
+    failures: int
+    total_ms: int
+    p50_ms: float | None
+    p95_ms: float | None
+    series: tuple[int, ...]
+    buckets: tuple[int, ...] | None
+
+    @property
+    def mean_ms(self) -> float | None:
+        done = self.runs - self.failures
+        return self.total_ms / done if done > 0 else None
+
+
+@dataclass(frozen=True)
+class JobMetricsReport:
+    """`Admin.job_metrics`: per-class metrics over the last ``hours``, in time buckets of
+    ``bucket_s`` seconds starting at ``times`` (oldest first), busiest class first."""
+
+    hours: int
+    bucket_s: int
+    times: tuple[dt.datetime, ...]
+    classes: tuple[ClassMetrics, ...]
+
+
 # -- the API ---------------------------------------------------------------------------------------
 class Admin:
     """Sidekiq's API and Web UI actions on one Redis client and namespace.
@@ -589,6 +648,146 @@ class Admin:
             uptime_s=_int(info.get("uptime_in_seconds")),
             maxmemory_policy=get("maxmemory_policy"),
         )
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """Everything ``/metrics`` exposes in 2 pipelined round trips, whatever the number of
+        processes, queues and job classes: totals, set sizes, each queue's size and latency, each
+        process, the per-class totals (``swarmd:metrics``), restarts and recovered/poison counts."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smembers(k.processes)
+        pipe.smembers(k.queues)
+        pipe.get(k.stat("processed"))
+        pipe.get(k.stat("failed"))
+        for key in (k.schedule, k.retry, k.dead):
+            pipe.zcard(key)
+        pipe.hgetall(k.job_totals)
+        pipe.hgetall(k.restarts)
+        pipe.hgetall(k.recovery)
+        raw_procs, raw_queues, processed, failed, scheduled, retries, dead, totals, restarts, recovery = (
+            pipe.execute()
+        )
+        identities, names = self._members(raw_procs), self._members(raw_queues)
+        pipe = self.redis.pipeline(transaction=False)
+        self._ask_processes(pipe, identities)
+        self._ask_queues(pipe, names)
+        replies = iter(pipe.execute())
+        now = payload.now()
+        procs = self._read_processes(identities, replies, now)
+        queues = self._read_queues(names, replies, now)
+        status = Status(
+            procs,
+            queues,
+            Totals(
+                processed=_int(processed) or 0,
+                failed=_int(failed) or 0,
+                scheduled=int(scheduled),
+                retries=int(retries),
+                dead=int(dead),
+                enqueued=sum(q.size for q in queues),
+                in_flight=0,  # not read here: one LLEN per worker would not be a bounded scrape
+            ),
+        )
+        counts = {_text(key): _int(value) or 0 for key, value in recovery.items()}
+        return MetricsSnapshot(
+            status=status,
+            classes=_class_totals(totals),
+            restarts={_text(key): _int(value) or 0 for key, value in restarts.items()},
+            recovered=counts.get("recovered", 0),
+            poisoned=counts.get("poison", 0),
+        )
+
+    def job_metrics(
+        self, hours: int = 1, *, now: float | None = None, histograms: int = 50
+    ) -> JobMetricsReport:
+        """Per-class runs, failures, time and p50/p95 over the last ``hours`` (1 to 72), from Sidekiq's
+        metrics hashes: per minute for 1 hour, per 10 minutes beyond. Two round trips: one for the
+        hashes of the window, one for its 10-minute histograms (one hash per window holds every
+        class); the ``histograms`` busiest classes get percentiles."""
+        if not 1 <= hours <= 72:
+            raise ValueError(f"hours: expected an integer from 1 to 72, got {hours}")
+        now = time_now() if now is None else now
+        step = 60 if hours == 1 else 600
+        count = hours * 3600 // step
+        start = (now // step - count + 1) * step
+        times = [start + i * step for i in range(count)]
+        key_of = self.keys.metrics_minute if step == 60 else self.keys.metrics_ten
+        pipe = self.redis.pipeline(transaction=False)
+        for t in times:
+            pipe.hgetall(key_of(t))
+        per_class: dict[str, list[int]] = {}  # name -> [p, f, ms]
+        series: dict[str, list[int]] = {}
+        for index, fields in enumerate(pipe.execute()):
+            for raw_field, raw_value in fields.items():
+                name, _, metric = _text(raw_field).rpartition("|")
+                value = _int(raw_value)
+                slot = {"p": 0, "f": 1, "ms": 2}.get(metric)
+                if not name or slot is None or value is None:
+                    continue
+                per_class.setdefault(name, [0, 0, 0])[slot] += value
+                if slot == 0:
+                    series.setdefault(name, [0] * count)[index] += value
+        ranked = sorted(per_class, key=lambda n: (-per_class[n][0], n))
+        chosen = ranked[: max(0, histograms)]
+        first, last = int(now - hours * 3600) // 600 * 600, int(now) // 600 * 600
+        ten_times = range(first + 600, last + 600, 600)  # the windows that overlap the last `hours`
+        wanted = set(chosen)
+        grams: dict[str, list[int]] = {}
+        if chosen:
+            pipe = self.redis.pipeline(transaction=False)
+            for t in ten_times:
+                pipe.hgetall(self.keys.histograms_ten(t))
+            for reply in pipe.execute(raise_on_error=False):
+                if not isinstance(reply, dict):  # an error (a key of another type): no histogram
+                    continue
+                for raw_field, raw_value in reply.items():
+                    name, _, bucket = _text(raw_field).rpartition("|")
+                    runs = _int(raw_value)
+                    if name in wanted and bucket.isdigit() and int(bucket) < metrics.BUCKETS and runs:
+                        grams.setdefault(name, [0] * metrics.BUCKETS)[int(bucket)] += max(0, runs)
+        classes = []
+        for name in ranked:
+            p, f, ms = per_class[name]
+            gram = grams.get(name, [0] * metrics.BUCKETS) if name in wanted else None
+            classes.append(
+                ClassMetrics(
+                    name=name,
+                    runs=p,
+                    failures=f,
+                    total_ms=ms,
+                    p50_ms=None if gram is None else metrics.percentile_ms(gram, 0.50),
+                    p95_ms=None if gram is None else metrics.percentile_ms(gram, 0.95),
+                    series=tuple(series.get(name, [0] * count)),
+                    buckets=None if gram is None else tuple(gram),
+                )
+            )
+        return JobMetricsReport(
+            hours, step, tuple(dt.datetime.fromtimestamp(t, dt.UTC) for t in times), tuple(classes)
+        )
+
+    def search_page(
+        self,
+        kind: Kind,
+        job_class: str | None = None,
+        text: str | None = None,
+        *,
+        cursor: int = 0,
+        limit: int = 25,
+        max_steps: int = 10,
+        count: int = SCAN_COUNT,
+    ) -> SearchResult:
+        """`search` steps from ``cursor`` until ``limit`` matches, the end of the set, or ``max_steps``
+        ZSCAN steps (a bounded cost per web request); call again with the returned cursor."""
+        found: list[Entry] = []
+        for _ in range(max(1, max_steps)):
+            result = self.search(kind, job_class, text, cursor=cursor, count=count)
+            found += [e for e in result.entries if e not in found]
+            cursor = result.cursor
+            if cursor == 0 or len(found) >= limit:
+                break
+        found.sort(key=lambda e: e.score or 0.0, reverse=kind == "dead")
+        return SearchResult(tuple(found), cursor)
 
     # -- sorted sets and queues -----------------------------------------------------------------
     def page(self, kind: Kind, offset: int = 0, limit: int = 25) -> Page:
@@ -819,6 +1018,11 @@ class Admin:
         zset = self._zset(kind)
         return self._in_batches(zset, lambda batch: self._to_queues(zset, batch, decrement=True), kind)
 
+    def add_all(self) -> Outcome:
+        """`add_to_queue` on every entry of `schedule`, `BATCH` at a time; undecodable ones stay."""
+        zset = self.keys.schedule
+        return self._in_batches(zset, lambda batch: self._to_queues(zset, batch, decrement=False), "schedule")
+
     def delete_all(self, kind: Kind) -> Outcome:
         """Delete every entry of the set, `BATCH` at a time; at most as many as it held when called."""
         return self._in_batches(self._zset(kind), lambda batch: self.delete(kind, batch), kind)
@@ -905,6 +1109,30 @@ class Admin:
 
 
 # -- helpers that read records ---------------------------------------------------------------------
+def time_now() -> float:
+    return payload.now()
+
+
+def _class_totals(fields: Mapping[Any, Any]) -> tuple[ClassTotals, ...]:
+    """``swarmd:metrics`` (``<class>|p``, ``|f``, ``|us``, ``|b<i>``) as one `ClassTotals` per class."""
+    found: dict[str, dict[str, int]] = {}
+    for raw_field, raw_value in fields.items():
+        name, _, metric = _text(raw_field).rpartition("|")
+        value = _int(raw_value)
+        if name and value is not None:
+            found.setdefault(name, {})[metric] = value
+    out = []
+    for name in sorted(found):
+        values = found[name]
+        buckets = tuple(max(0, values.get(f"b{i}", 0)) for i in range(metrics.BUCKETS))
+        out.append(
+            ClassTotals(
+                name, values.get("p", 0), values.get("f", 0), values.get("us", 0) / 1_000_000, buckets
+            )
+        )
+    return tuple(out)
+
+
 def _window(offset: int, limit: int) -> tuple[int, int]:
     if offset < 0:
         raise ValueError(f"offset: expected an integer >= 0, got {offset}")

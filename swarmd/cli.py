@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--syslog", nargs="?", const=True, metavar="IDENT", help="log to syslog (identifier default: swarmd)"
     )
     p.add_argument("--redis-url", metavar="URL")
+    p.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus /metrics there (a port alone: on 127.0.0.1)",
+    )
     p.add_argument("-V", "--version", action="version", version=f"swarmd {VERSION}")
     return p
 
@@ -75,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "logfile": args.logfile,
         "redis_url": args.redis_url,
         "require": args.require,
+        "metrics_port": args.metrics_port,
     }
     if args.queue:
         try:

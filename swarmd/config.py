@@ -57,10 +57,13 @@ __all__ = [
     "QueueOrder",
     "QueueSpec",
     "SyslogConfig",
+    "WebConfig",
     "app_dir",
     "default_tag",
+    "format_address",
     "hide_argv_passwords",
     "load_config",
+    "parse_host_port",
     "parse_queue",
     "redact_argv",
     "redact_url",
@@ -87,6 +90,22 @@ class SyslogConfig:
     ident: str = "swarmd"
     facility: str = "daemon"  # a key of logging.handlers.SysLogHandler.facility_names
     address: str = "/dev/log"  # a path (unix datagram), "@name" (abstract unix) or "host:port" (udp)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The ``web:`` section, read by ``swarmctl web``: where it listens and who may use it."""
+
+    bind: str = "127.0.0.1:7433"  # HOST:PORT; off loopback only with username and password set
+    username: str | None = None
+    password: str | None = None  # also SWARMD_WEB_PASSWORD (which wins)
+    read_only: bool = False
+
+    def __repr__(self) -> str:  # a config is logged and printed: never its password
+        secret = None if self.password is None else "***"
+        return f"WebConfig(bind={self.bind!r}, username={self.username!r}, password={secret!r}, " + (
+            f"read_only={self.read_only!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,8 @@ class Config:
     crash_limit: int = 10  # crashes ...
     crash_window: float = 60.0  # ... within this window -> supervisor exits 70
     memory_check_interval: float = 5.0
+    metrics_port: str | None = None  # "HOST:PORT" the swarm serves Prometheus /metrics on (None: off)
+    web: WebConfig = WebConfig()
 
     @property
     def queue_order(self) -> QueueOrder:
@@ -150,14 +171,16 @@ _NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "po
 _NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
 _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
 _NULLABLE_STRS = {"pidfile", "logfile", "namespace"}
-_OTHERS = {"tag", "redis_url", "queues", "syslog"}
+_OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web"}
 _SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
 _ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
 _FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
 _ENV_NAMES = (
     _NULLABLE_STRS | _OTHERS | {"concurrency", "processes", "max_memory_mb", "timeout", "verbose", "require"}
 )
-_ENV_VARS = {f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES - {"redis_url"})}  # see redis_url()
+_ENV_VARS = {
+    f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES - {"redis_url", "web"})
+}  # see redis_url()
 
 
 def _fail(where: str, expected: str, value: Any) -> ConfigError:
@@ -226,6 +249,10 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
         return _queues(value, where)
     if name == "syslog":
         return _syslog(value, where, current)
+    if name == "metrics_port":
+        return metrics_address(value, where)
+    if name == "web":
+        return _web(value, where, current)
     if name in _NULLABLE_STRS and value in (None, ""):
         return None
     if not isinstance(value, str):
@@ -298,6 +325,58 @@ def _syslog(value: Any, where: str, current: SyslogConfig | None) -> SyslogConfi
     except InvalidTarget as exc:
         raise _fail(f"{where}.{exc.key}", exc.expected, exc.value) from None
     return replace(config, facility=config.facility.lower())
+
+
+def parse_host_port(value: Any, where: str, default_host: str) -> tuple[str, int]:
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT`` as (host, port); `ConfigError` otherwise."""
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    host, port_text = default_host, text
+    if text is not None and ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host or not host:
+            port_text = None
+    if port_text is None or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise _fail(where, "PORT or HOST:PORT with a port from 1 to 65535", value)
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def metrics_address(value: Any, where: str) -> str | None:
+    """``metrics_port``: null/false (off), a port (on 127.0.0.1) or ``HOST:PORT``, as ``"HOST:PORT"``."""
+    if value is None or value is False or (isinstance(value, _Text) and value.flag() is False):
+        return None
+    return format_address(*parse_host_port(value, where, "127.0.0.1"))
+
+
+def _web(value: Any, where: str, current: WebConfig | None) -> WebConfig:
+    if value is None:
+        return current or WebConfig()
+    if not isinstance(value, dict):
+        raise _fail(where, "a mapping of bind/username/password/read_only", value)
+    config = current or WebConfig()
+    for key in value:
+        sub = f"{where}.{key}"
+        item = value[key]
+        if key == "bind":
+            config = replace(config, bind=format_address(*parse_host_port(item, sub, "127.0.0.1")))
+        elif key in ("username", "password"):
+            if item is not None and (not isinstance(item, str) or not item):
+                raise _fail(sub, "a non-empty string or null", item)
+            text = None if item is None else str(item)
+            config = replace(config, username=text) if key == "username" else replace(config, password=text)
+        elif key == "read_only":
+            flag = item.flag() if isinstance(item, _Text) else item
+            if not isinstance(flag, bool):
+                raise _fail(sub, "true or false", item)
+            config = replace(config, read_only=flag)
+        else:
+            raise _unknown(sub, key, ("bind", "username", "password", "read_only"))
+    return config
 
 
 def _keys(node: dict[Any, Any], prefix: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import grp
+import ipaddress
 import json
 import logging
 import os
@@ -31,8 +32,15 @@ from typing import Any, NoReturn
 from swarmd import connection, payload, registry
 from swarmd.admin import KINDS, MAX_PAGE, Admin, Entry, Found, Kind, Outcome, Process, Queue, Status
 from swarmd.client import Client
-from swarmd.config import Config, QueueOrder, hide_argv_passwords, load_config
-from swarmd.errors import ExitCode, NotFound, PayloadError, RedisUnavailable, SwarmdError
+from swarmd.config import (
+    Config,
+    QueueOrder,
+    format_address,
+    hide_argv_passwords,
+    load_config,
+    parse_host_port,
+)
+from swarmd.errors import ConfigError, ExitCode, NotFound, PayloadError, RedisUnavailable, SwarmdError
 from swarmd.unitfile import render_unit
 from swarmd.version import __version__ as VERSION
 
@@ -153,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("identity", metavar="IDENTITY", nargs="?")
         group.add_argument("--all", action="store_true", help="every live process")
         signal.set_defaults(signal=sig)
+    web = cmd("web", _web, "serve the web dashboard and /metrics (waitress; 127.0.0.1:7433 by default)")
+    web.add_argument(
+        "--bind", metavar="HOST:PORT", help="where to listen (default: web.bind, 127.0.0.1:7433)"
+    )
+    web.add_argument("--read-only", action="store_true", default=None, help="no buttons; every POST gets 403")
     return p
 
 
@@ -192,6 +205,70 @@ def _run(args: argparse.Namespace) -> int:
     except Failed as exc:
         _err(exc)
         return exc.code
+
+
+# -- web -------------------------------------------------------------------------------------------
+WEB_THREADS = 8
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _web(args: argparse.Namespace, config: Config, admin: Admin) -> int:
+    """``swarmctl web``: the dashboard on waitress, a pure-Python production WSGI server (threads, no
+    fork, nothing to compile, keeps slow clients off the app threads). Listens on loopback unless
+    auth is configured."""
+    web = config.web
+    try:
+        host, port = parse_host_port(
+            args.bind or web.bind, "--bind" if args.bind else "web.bind", "127.0.0.1"
+        )
+    except ConfigError as exc:
+        raise Failed(str(exc), USAGE if args.bind else int(ExitCode.CONFIG)) from None
+    password = os.environ.get("SWARMD_WEB_PASSWORD") or web.password
+    if (web.username is None) != (password is None):
+        raise Failed(
+            "web: set both web.username and a password (web.password or SWARMD_WEB_PASSWORD), or neither",
+            int(ExitCode.CONFIG),
+        )
+    if not _is_loopback(host) and password is None:
+        raise Failed(
+            f"web: refusing to listen on {format_address(host, port)} without auth: set web.username and "
+            "web.password (or SWARMD_WEB_PASSWORD), or bind 127.0.0.1",
+            int(ExitCode.CONFIG),
+        )
+    read_only = bool(args.read_only) or web.read_only
+    admin.redis.ping()  # Redis unreachable: exit 69 now rather than a 503 on every page
+    import signal as signals
+
+    import waitress
+
+    from swarmd.web import Dashboard
+
+    app = Dashboard(admin, read_only=read_only, username=web.username, password=password)
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=WEB_THREADS, ident="swarmd")
+    except OSError as exc:
+        raise Failed(f"web: cannot listen on {format_address(host, port)}: {exc.strerror}", 69) from None
+    mode = ", read-only" if read_only else ""
+    auth = ", Basic auth" if password is not None else ""
+    print(
+        f"swarmctl web: serving http://{format_address(host, port)}/{mode}{auth}", file=sys.stderr, flush=True
+    )
+    signals.signal(signals.SIGTERM, lambda s, f: sys.exit(0))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
 
 
 # -- status ----------------------------------------------------------------------------------------

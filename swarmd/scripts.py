@@ -256,7 +256,7 @@ class Scripts:
         def call(batch: Sequence[tuple[bytes, Fate, str, bytes]]) -> Recovered | None:
             k = self.keys
             keys = [k.inflight(identity), k.alive(identity), k.dead, k.swarmd_workers, k.quarantine]
-            keys += [k.processes, k.process(identity), k.work(identity), k.workers(identity)]
+            keys += [k.processes, k.process(identity), k.work(identity), k.workers(identity), k.recovery]
             args: list[Any] = [identity, "1" if force else "0", crash_ttl, poison_crashes, now]
             for raw, fate, counter, poison in batch:
                 keys.append(k.crashes(counter))

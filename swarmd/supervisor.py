@@ -71,6 +71,7 @@ from typing import Protocol
 from swarmd import control, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
+from swarmd.metrics import RESTART_REASONS as RESTART_REASONS
 from swarmd.procfs import read_pss_kb
 from swarmd.retrying import Backoff
 from swarmd.version import __version__
@@ -94,9 +95,13 @@ EXTEND_EVERY_S = 2.0
 
 
 class Spawn(Protocol):
-    def __call__(self, index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
+    def __call__(
+        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
         """Start a worker for slot ``index`` (or the quarantine worker) with ``config``; return its
-        pid and identity (raises OSError)."""
+        pid and identity (raises OSError). ``reason`` says why it replaces another worker
+        (`RESTART_REASONS`), None for a worker of the swarm's start; the worker counts it in Redis
+        (``swarmd_worker_restarts_total``)."""
         ...
 
 
@@ -122,6 +127,7 @@ class Slot:
     respawn_at: float | None = None  # when to start a worker for an empty slot
     retry_at: float | None = None  # a failed rolling step is not retried before this
     replace: str | None = None  # why the worker should be replaced by a rolling step (memory)
+    reason: str | None = None  # why the next worker of this slot replaces one (`RESTART_REASONS`)
 
 
 @dataclass(eq=False)
@@ -355,6 +361,7 @@ class Supervisor:
                     self._stop(now, code=int(ExitCode.OK), fast=False)
                 return
             log.info("%s %s; starting a new one", child.name, how)
+            slot.reason = "exit"
             if slot.incoming is None:
                 slot.respawn_at = now
             return
@@ -365,6 +372,7 @@ class Supervisor:
         # exiting would stop every other job too. A worker that could not reach Redis (69) is not
         # one either: the swarm waits a Redis outage out with backoff instead of leaving it to
         # systemd's start limits.
+        slot.reason = "hung" if child.aborted else "crash"
         self._crashed(slot, child, how, now, counts=child.booted_at is None and code != ExitCode.UNAVAILABLE)
 
     def signal(self, signum: int) -> None:
@@ -436,7 +444,7 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------------
     def _spawn(self, slot: Slot, now: float, *, incoming: bool = False) -> Child | None:
         try:
-            pid, identity = self._spawn_fn(slot.index, self.config)
+            pid, identity = self._spawn_fn(slot.index, self.config, reason=slot.reason)
         except OSError as exc:  # EAGAIN/ENOMEM from fork: try again later, like a crash
             log.error("cannot start worker %d: %s", slot.index + 1, exc)
             if incoming:
@@ -446,6 +454,7 @@ class Supervisor:
             return None
         child = Child(pid, identity, slot, self.config, self.generation, started=now, last_seen=now)
         self.children[pid] = child
+        slot.reason = None
         slot.respawn_at = None
         if incoming:
             slot.incoming = child
@@ -776,6 +785,7 @@ class Supervisor:
             why = slot.replace or ("reload" if child.generation < self.generation else None)
             if why and (slot.retry_at is None or now >= slot.retry_at):
                 log.info("replacing %s (%s)", child.name, why)
+                slot.reason = "memory" if slot.replace else "reload"
                 self._spawn(slot, now, incoming=True)
                 return
         if len(self.slots) > n:  # a reload lowered `processes`: retire the surplus last

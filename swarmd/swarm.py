@@ -9,6 +9,14 @@ machine; see its module for why no job is lost.
 The supervisor process never holds a Redis connection after the start check: a child inherits none,
 and nothing in the loop can wait on the network. Recovering a dead worker's list is the Redis work it
 has; it runs in a forked child (`_Loop.recover`).
+
+With ``metrics_port`` the loop also forks a small metrics process (`_MetricsProcess`) that serves
+Prometheus's ``/metrics`` (`swarmd.prometheus.serve`). It is a child like a worker rather than a thread
+or a socket of the supervisor's, so the supervisor stays single-threaded, holds no Redis connection
+when it forks, and its loop never waits on the network or on a scrape: the child holds the listening
+socket and its own Redis client. The loop starts it after the workers, replaces it when it dies (after
+0.5 s, doubling to 30 s while it keeps dying, e.g. on a port in use), restarts it when a reload changes
+the address, stops it last, and the child exits on its own when the supervisor's alive pipe closes.
 """
 
 from __future__ import annotations
@@ -28,14 +36,14 @@ from typing import NoReturn
 
 import setproctitle
 
-from swarmd import connection, control, logs, recovery, registry, systemd
+from swarmd import connection, control, logs, metrics, recovery, registry, systemd
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys
 from swarmd.pidfile import PidFile
 from swarmd.scripts import Scripts
-from swarmd.supervisor import HANDLED, RECOVERY_FOR_S, Supervisor
+from swarmd.supervisor import HANDLED, RECOVERY_FOR_S, Phase, Supervisor, describe_exit
 from swarmd.version import __version__
 from swarmd.worker import Worker
 
@@ -83,6 +91,23 @@ class _Reporter:
             os.write(self.fd, message.encode())
 
 
+METRICS_BACKOFF_S = (0.5, 30.0)
+METRICS_STOP_S = 2.0
+
+
+class _MetricsProcess:
+    """The loop's record of the metrics child (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.address: str | None = None  # what the running child listens on
+        self.redis: tuple[str, str | None] | None = None  # and the Redis URL and namespace it reads
+        self.due = 0.0  # no new child before this (monotonic)
+        self.delay = METRICS_BACKOFF_S[0]
+        self.started = 0.0
+        self.told_to_stop = False  # its exit is expected: replaced at once (reload) or not at all
+
+
 class _Loop:
     """Signals, control pipes, fork and waitpid for `Supervisor`; used only by `run`."""
 
@@ -96,6 +121,8 @@ class _Loop:
         self.fd_of: dict[int, int] = {}  # pid -> fd
         self.handlers: dict[int, signal._HANDLER] = {}
         self.sel.register(self.wake_r, selectors.EVENT_READ)
+        self.metrics = _MetricsProcess()
+        self.config: Config | None = None  # the supervisor's current config (the metrics child's Redis)
 
     def install(self) -> None:
         for sig in HANDLED:
@@ -112,11 +139,15 @@ class _Loop:
                 os.close(fd)
         self.sel.close()
 
-    def spawn(self, index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
+    def spawn(
+        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
         token = (QUARANTINE_TAG if quarantine else "") + os.urandom(6).hex()
         ctl_r, ctl_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
         def work(identity: str) -> int:
+            if reason is not None:  # counted in Redis by the first heartbeat (swarmd_worker_restarts_total)
+                metrics.PROCESS.note_restart(reason)
             try:
                 worker = Worker(config, identity, quarantine=quarantine)
                 return worker.run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
@@ -259,6 +290,9 @@ class _Loop:
                 return
             if pid == 0:
                 return
+            if pid == self.metrics.pid:
+                self._metrics_exited(status)
+                continue
             fd = self.fd_of.get(pid)
             if fd is not None:  # its last lines ("booted"?) before its exit
                 self._read(sup, fd)
@@ -266,6 +300,89 @@ class _Loop:
             # is still registered under an identity whose liveness key expires: the workers of the
             # next swarm (or of another host) recover it (Worker.start, recovery_interval).
             sup.exited(pid, status)
+
+    # -- the metrics process -------------------------------------------------------------------------
+    def tend_metrics(self, address: str | None, stopping: bool) -> None:
+        """Start, replace or stop the metrics child so that it serves ``address`` (None: none) from the
+        Redis of the current config (a reload that changes either replaces it)."""
+        m = self.metrics
+        if m.pid is not None:
+            changed = address != m.address or self._metrics_redis() != m.redis
+            if (stopping or changed) and not m.told_to_stop:
+                m.told_to_stop = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.pid, signal.SIGTERM)  # reaped by `reap`; a new one starts after that
+            return
+        if address is None or stopping or time.monotonic() < m.due:
+            return
+        try:
+            pid = self._fork(
+                lambda _identity: self._serve_metrics(address),
+                "metrics",
+                f"swarmd {__version__} metrics [{address}]",
+            )
+        except OSError as exc:
+            log.error("cannot start the metrics process: %s", exc)
+            self._metrics_backoff()
+            return
+        m.pid, m.address, m.started, m.told_to_stop = pid, address, time.monotonic(), False
+        m.redis = self._metrics_redis()
+
+    def _metrics_redis(self) -> tuple[str, str | None] | None:
+        return None if self.config is None else (self.config.redis_url, self.config.namespace)
+
+    def _serve_metrics(self, address: str) -> int:
+        """The metrics child's body (run by `_fork`, which resets what the supervisor set up)."""
+        from swarmd import prometheus  # only this process needs prometheus_client
+        from swarmd.admin import Admin
+        from swarmd.config import parse_host_port
+
+        host, port = parse_host_port(address, "metrics_port", "127.0.0.1")
+        assert self.config is not None
+        with Admin.from_config(self.config) as admin:
+            return prometheus.serve(admin, host, port, parent_fd=self.alive_r)
+
+    def _metrics_exited(self, status: int) -> None:
+        m = self.metrics
+        code = os.waitstatus_to_exitcode(status)
+        m.pid = None
+        if m.told_to_stop:
+            m.due = time.monotonic()
+            return
+        if time.monotonic() - m.started > 60.0:  # it had been serving: a new failure starts the backoff over
+            m.delay = METRICS_BACKOFF_S[0]
+        log.warning(
+            "the metrics process (%s) %s; starting a new one in %.1f s",
+            m.address,
+            describe_exit(code),
+            m.delay,
+        )
+        self._metrics_backoff()
+
+    def _metrics_backoff(self) -> None:
+        m = self.metrics
+        m.due = time.monotonic() + m.delay
+        m.delay = min(m.delay * 2, METRICS_BACKOFF_S[1])
+
+    def stop_metrics(self) -> None:
+        """At the swarm's end: TERM, up to `METRICS_STOP_S` for it to exit, then KILL."""
+        pid = self.metrics.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + METRICS_STOP_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    self.metrics.pid = None
+                    return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        self.metrics.pid = None
 
 
 def _identity(pid: int, token: str) -> str:
@@ -324,6 +441,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         # Objects alive now are never collected in the workers, so their pages stay shared (CoW).
         gc.freeze()
         loop = _Loop(pidfile)
+        loop.config = config
         loop.install()
         sup = Supervisor(
             config,
@@ -341,6 +459,8 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
                 timeout = sup.tick()
                 if sup.done:
                     break
+                loop.config = sup.config
+                loop.tend_metrics(sup.config.metrics_port, stopping=sup.phase is Phase.STOPPING)
                 loop.wait(sup, timeout)
         except Exception:
             # Workers see EOF on the alive pipe once this process is gone, and stop at once pushing
@@ -351,6 +471,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
         return sup.stop_code
     finally:
         if loop is not None:
+            loop.stop_metrics()
             loop.close()
         notifier.close()
         if pidfile is not None:

@@ -3,7 +3,8 @@
 -- KEYS[1] the worker's private list   KEYS[2] its liveness key   KEYS[3] `dead`   KEYS[4] swarmd:workers
 -- KEYS[5] swarmd:quarantine   KEYS[6] `processes`   KEYS[7..9] its `<identity>`, `<identity>:work` and
 --         `<identity>:workers` (Sidekiq's records of the process)
--- KEYS[9+i] for job i: its crash counter swarmd:crashes:<jid> (touched only when its fate is "count")
+-- KEYS[10] swarmd:recovery (the counts behind swarmd_jobs_recovered_total / swarmd_jobs_poisoned_total)
+-- KEYS[10+i] for job i: its crash counter swarmd:crashes:<jid> (touched only when its fate is "count")
 -- ARGV[1] identity   ARGV[2] "1" to recover even if the liveness key exists (the process is known to
 --         be gone)   ARGV[3] crash counter TTL   ARGV[4] crashes that make a job poison   ARGV[5] now
 -- then for each job i: ARGV[3+3i] the job as it is in the list, ARGV[4+3i] its fate, ARGV[5+3i] the job
@@ -22,7 +23,7 @@ if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 local quarantined, poisoned, unchanged = 0, 0, 0
-local n = #KEYS - 9
+local n = #KEYS - 10
 for i = 1, n do
   local raw, fate, poison = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
   if redis.call('LREM', KEYS[1], -1, raw) > 0 then
@@ -30,7 +31,7 @@ for i = 1, n do
       redis.call('ZADD', KEYS[3], ARGV[5], raw)
       unchanged = unchanged + 1
     elseif fate == 'count' then
-      local counter = KEYS[9 + i]
+      local counter = KEYS[10 + i]
       local crashes = redis.call('INCR', counter)
       redis.call('EXPIRE', counter, ARGV[3])
       if crashes >= tonumber(ARGV[4]) then
@@ -46,6 +47,12 @@ for i = 1, n do
       quarantined = quarantined + 1
     end
   end
+end
+if quarantined > 0 then
+  redis.call('HINCRBY', KEYS[10], 'recovered', quarantined)
+end
+if poisoned > 0 then
+  redis.call('HINCRBY', KEYS[10], 'poison', poisoned)
 end
 if redis.call('LLEN', KEYS[1]) == 0 then
   -- Nothing of the process is left: it leaves swarmd's registry and Sidekiq's process set at once

@@ -133,8 +133,8 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
     """A setting added to `Config` must be settable from the file (redis_url goes under `redis:`)."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(Config):
-        if field.name in ("path", "environment", "redis_url", "syslog", "queues"):
-            continue
+        if field.name in ("path", "environment", "redis_url", "syslog", "queues", "web", "metrics_port"):
+            continue  # structured values: their own tests below
         default = field.default
         if isinstance(default, tuple):
             values[field.name] = ["x"]
@@ -840,3 +840,45 @@ def test_a_fifo_as_logfile_or_pidfile_is_refused(tmp_path: Path, name: str) -> N
     )
     assert error(tmp_path, f"{name}: .\n").endswith("got a directory at " + f"{tmp_path}/.")
     assert getattr(load(tmp_path, f"{name}: new/{name}.x\n"), name) == f"new/{name}.x"  # missing: made later
+
+
+def test_web_and_metrics_port_keys(tmp_path: Path) -> None:
+    text = (
+        'metrics_port: 9191\nweb: {bind: "0.0.0.0:8000", username: ops, password: s3cret, read_only: true}\n'
+    )
+    config = load(tmp_path, text)
+    assert config.metrics_port == "127.0.0.1:9191"  # a port alone listens on loopback
+    assert config.web.bind == "0.0.0.0:8000" and config.web.username == "ops"
+    assert config.web.password == "s3cret" and config.web.read_only is True
+    assert "s3cret" not in repr(config)  # a config may be logged: never its password
+    defaults = load(tmp_path, "")
+    assert defaults.metrics_port is None and defaults.web.bind == "127.0.0.1:7433"
+    assert load(tmp_path, 'metrics_port: "[::1]:9000"\n').metrics_port == "[::1]:9000"
+    assert load(tmp_path, "metrics_port: false\n").metrics_port is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "metrics_port: 99999",
+            "metrics_port: expected PORT or HOST:PORT with a port from 1 to 65535, got 99999",
+        ),
+        (
+            "metrics_port: [1]",
+            "metrics_port: expected PORT or HOST:PORT with a port from 1 to 65535, got a list",
+        ),
+        (
+            "web: {bind: nowhere}",
+            "web.bind: expected PORT or HOST:PORT with a port from 1 to 65535, got 'nowhere'",
+        ),
+        ("web: {passwd: x}", "web.passwd: unknown key (did you mean 'password'?)"),
+        ("web: 3", "web: expected a mapping of bind/username/password/read_only, got 3"),
+        ("web: {read_only: maybe}", "web.read_only: expected true or false, got 'maybe'"),
+        ("web: {username: ''}", "web.username: expected a non-empty string or null, got ''"),
+    ],
+)
+def test_web_and_metrics_port_errors_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text + "\n")
+    assert str(err.value).endswith(message) and "\n" not in str(err.value)

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "busy": 0,  # the lock-guarded table of running jobs
     "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
+    "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
     "connection": 2,
     "logs": 2,
@@ -48,7 +49,9 @@ LAYERS: dict[str, int] = {
     "pytest_plugin": 6,  # fixtures over `testing`
     "admin": 5,  # the operator API under `ctl`, the web dashboard and /metrics
     "worker": 6,
+    "prometheus": 6,  # the /metrics exposition over `admin`, served by `web` and the swarm's metrics process
     "supervisor": 7,  # the state machine
+    "web": 7,  # the dashboard package (over `admin` and `prometheus`), served by `ctl`
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
     "cli": 9,
     "ctl": 8,

@@ -51,6 +51,7 @@ class Harness:
         self.now = 1000.0
         self.next_pid = 100
         self.events: list[tuple[Any, ...]] = []
+        self.reasons: list[str | None] = []  # the restart reason of each spawn, in order
         self.memory: dict[int, int] = {}
         self.fork_fails = 0  # so many `recover` calls raise OSError (fork failing)
         self.recoverers: list[int] = []  # recovery children not reaped yet
@@ -69,7 +70,11 @@ class Harness:
             rand=lambda: 0.5,  # jitter factor 1.0
         )
 
-    def spawn(self, index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
+    def spawn(
+        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
+        if not quarantine:
+            self.reasons.append(reason)
         self.next_pid += 1
         if quarantine:
             self.events.append(("spawn-quarantine", self.next_pid))
@@ -186,6 +191,7 @@ def test_crash_is_recovered_and_replaced_with_growing_backoff_that_resets_after_
         pid = h.pids()[0]
         h.boot(pid)
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert h.reasons == [None] + ["crash"] * 5  # each replacement counts its restart reason
     h.advance(61.0)  # healthy for a minute: the next crash starts again at 0.1 s
     h.sup.exited(pid, exit_status(1))
     assert h.sup.slots[0].respawn_at == pytest.approx(h.now + 0.1)
@@ -314,6 +320,7 @@ def test_clean_exit_is_replaced_at_once_without_backoff() -> None:
     h.sup.tick()
     assert len(h.spawns()) == 2 and h.pids()[0] != pid
     assert h.sup.slots[0].crashes == 0
+    assert h.reasons == [None, "exit"]
 
 
 def test_rolling_reload_boots_each_new_worker_before_the_old_one_is_told_to_stop() -> None:
@@ -342,6 +349,7 @@ def test_rolling_reload_boots_each_new_worker_before_the_old_one_is_told_to_stop
     h.sup.exited(b, exit_status(0))
     h.advance(1.0)
     assert h.pids() == [103, 104] and len(h.spawns()) == 2  # the retired ones are not replaced
+    assert h.reasons == [None, None, "reload", "reload"]
 
 
 def test_reload_with_a_broken_config_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -406,6 +414,7 @@ def test_memory_limit_replaces_the_worker_after_three_samples_in_a_row() -> None
     h.sup.exited(a, exit_status(0))
     h.advance(3.0)
     assert h.pids() == [new, b] and len(h.spawns()) == 3
+    assert h.reasons == [None, None, "memory"]
 
 
 def test_silent_worker_gets_sigabrt_then_sigkill_then_is_replaced() -> None:
@@ -425,6 +434,7 @@ def test_silent_worker_gets_sigabrt_then_sigkill_then_is_replaced() -> None:
     h.advance(0.5)
     assert h.pids()[0] not in (0, a) and h.pids()[1] == b
     assert not [k for k in h.kills() if k[1] == b]
+    assert h.reasons == [None, None, "hung"]
 
 
 def test_term_stops_gracefully_then_kills_stragglers_at_the_deadline() -> None:
@@ -570,11 +580,13 @@ def test_spawn_failure_is_retried_with_backoff() -> None:
     h = Harness(config(processes=1))
     calls = []
 
-    def failing(index: int, config: Config, *, quarantine: bool = False) -> tuple[int, str]:
+    def failing(
+        index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
         calls.append(h.now)
         if len(calls) < 3:
             raise BlockingIOError(11, "Resource temporarily unavailable")
-        return h.spawn(index, config, quarantine=quarantine)
+        return h.spawn(index, config, quarantine=quarantine, reason=reason)
 
     h.sup._spawn_fn = failing
     h.sup.start()
