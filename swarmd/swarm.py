@@ -118,13 +118,13 @@ class _Loop:
             os.close(ctl_w)
             raise
         if pid == 0:
-            self._child(config, _identity(os.getpid(), token), ctl_r, ctl_w, mask)
+            self._child(config, _identity(os.getpid(), token, config.hostname), ctl_r, ctl_w, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ctl_w)
         self.pipes[ctl_r] = (pid, bytearray())
         self.fd_of[pid] = ctl_r
         self.sel.register(ctl_r, selectors.EVENT_READ)
-        return pid, _identity(pid, token)
+        return pid, _identity(pid, token, config.hostname)
 
     def _child(
         self, config: Config, identity: str, ctl_r: int, ctl_w: int, mask: set[int | signal.Signals]
@@ -214,9 +214,9 @@ class _Loop:
             sup.exited(pid, status)
 
 
-def _identity(pid: int, token: str) -> str:
+def _identity(pid: int, token: str, hostname: str | None) -> str:
     # Parent and child build the same identity: the child knows its pid, the parent learns it from fork.
-    return f"{new_identity(pid).rsplit(':', 1)[0]}:{token}"
+    return f"{new_identity(pid, hostname).rsplit(':', 1)[0]}:{token}"
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -226,7 +226,7 @@ def _kill(pid: int, sig: int) -> None:
 def _recover_inflight(identity: str, config: Config) -> str | None:
     """`Supervisor`'s ``recover``: None once done, else why not (the supervisor logs it and retries)."""
     # A short-lived connection: the supervisor holds none when it forks.
-    client = connection.connect(config.redis_url)
+    client = connection.connect(config.redis)
     try:
         done = recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True)
         # None: another recoverer holds the lock (it may have died mid-way): try again a little later.
@@ -241,9 +241,9 @@ def _recover_inflight(identity: str, config: Config) -> str | None:
 
 
 def _check_redis(config: Config) -> None:
-    client = connection.connect(config.redis_url)
+    client = connection.connect(config.redis)
     try:
-        connection.check_server(client, config.redis_url)  # RedisUnavailable -> exit 69
+        connection.check_server(client, config.redis)  # RedisUnavailable -> exit 69, a cluster 78
     finally:
         client.close()  # closed before any fork
 

@@ -57,7 +57,7 @@ def dump_threads() -> None:
 class Worker:
     def __init__(self, config: Config, identity: str | None = None) -> None:
         self.config = config
-        self.identity = identity or new_identity()
+        self.identity = identity or new_identity(hostname=config.hostname)
         self.keys = Keys(config.namespace)
         self.busy = BusyJobs()
         self.processors: list[Processor] = []
@@ -80,11 +80,22 @@ class Worker:
             registry.import_require(spec)
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
-            cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
+            cfg.redis, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
         )
-        connection.check_server(redis, cfg.redis_url)
+        connection.check_server(redis, cfg.redis)
         self.scripts = scripts = Scripts(redis, self.keys)
-        self.fetcher = Fetcher(scripts, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout)
+        # WAIT counts the replicas that have what its own connection wrote: with wait_replicas the
+        # fetcher's scripts go through a client of one connection.
+        wait = cfg.redis.wait_replicas
+        self.fetcher = Fetcher(
+            Scripts(connection.single(redis), self.keys) if wait else scripts,
+            self.identity,
+            cfg.queues,
+            cfg.queue_order,
+            cfg.fetch_timeout,
+            wait_replicas=wait,
+            wait_timeout=cfg.redis.wait_timeout,
+        )
         self.retrier = Retrier(
             scripts,
             self.identity,
