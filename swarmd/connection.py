@@ -34,7 +34,7 @@ import redis.connection
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, ReadOnlyError
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from swarmd.config import RedisSettings
 from swarmd.errors import ConfigError, RedisUnavailable
@@ -82,9 +82,18 @@ class _UnixConnection(redis.connection.UnixDomainSocketConnection):
 
 
 class _SentinelConnection(SentinelManagedConnection):
-    # redis-py turns READONLY into a ConnectionError here already; NOREPLICAS and UNBLOCKED too.
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py turns READONLY into a ConnectionError here already; NOREPLICAS and UNBLOCKED too.
         return _read(self, super().read_response, args, kwargs)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # A closed connection that is sent a command reconnects in redis-py's send_packed_command to
+        # the address it had (for a connection taken from the pool, the pool's connect() has asked
+        # the Sentinels first; one held for long, a waiter's, would go back to the old master for
+        # ever): connect through the Sentinels here.
+        if self._sock is None:
+            self.connect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 class _SentinelSSLConnection(_SentinelConnection, redis.connection.SSLConnection):
@@ -96,6 +105,28 @@ _URL_CLASSES: dict[type[Any], type[Any]] = {
     redis.connection.SSLConnection: _SSLConnection,
     redis.connection.UnixDomainSocketConnection: _UnixConnection,
 }
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel manager, whose "no master" error is one short line (redis-py's quotes
+    the repr of every Sentinel client, a few kilobytes per log line while a failover goes on)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        problems = []
+        for i, sentinel in enumerate(self.sentinels):
+            kwargs = sentinel.connection_pool.connection_kwargs
+            where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+            try:
+                masters: dict[str, Any] = sentinel.sentinel_masters()  # type: ignore[assignment]
+                state = masters.get(service_name)
+            except (ConnectionError, TimeoutError) as exc:
+                problems.append(f"{where}: {type(exc).__name__}: {exc}")
+                continue
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                self.sentinels[0], self.sentinels[i] = sentinel, self.sentinels[0]  # ask it first next time
+                return str(state["ip"]), int(state["port"])
+            problems.append(f"{where}: {'no such master' if not state else 'master down or failing over'}")
+        raise MasterNotFoundError(f"no master {service_name!r} from Sentinel ({'; '.join(problems)})")
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -166,7 +197,7 @@ def connect(
         }
         if settings.ssl:
             sentinel_options.update(ssl=True, **tls)
-        manager = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        manager = _Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
         client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
             settings.master_name,
             connection_pool_class=_SentinelPool,

@@ -19,7 +19,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,7 +29,17 @@ from typing import Any
 
 import redis
 
-__all__ = ["Node", "SentinelKit", "TlsFiles", "free_port"]
+__all__ = [
+    "Enqueuer",
+    "Node",
+    "SentinelKit",
+    "Tally",
+    "TlsFiles",
+    "free_port",
+    "read_ledger",
+    "tally",
+    "wait_ledger",
+]
 
 
 def free_port() -> int:
@@ -282,29 +294,42 @@ class SentinelKit:
         master = self.master()
         running = [n for n in self.nodes if n.running and n is not master]
 
-        def stable() -> bool:
-            with contextlib.closing(self.node_client(master)) as c:
-                if c.info("replication")["role"] != "master":
-                    return False
-            for node in running:
-                with contextlib.closing(self.node_client(node)) as c:
-                    info = c.info("replication")
-                if info.get("master_port") != master.port or info.get("master_link_status") != "up":
-                    return False
-            for s in (s for s in self.sentinels if s.running):
-                with contextlib.closing(self.sentinel_client(s)) as c:
-                    state: dict[str, Any] = c.sentinel_master(self.master_name)  # type: ignore[assignment]
-                    seen: list[dict[str, Any]] = c.sentinel_slaves(self.master_name)
-                good = [r for r in seen if not r["is_sdown"] and r.get("master-link-status") == "ok"]
-                others = sum(1 for x in self.sentinels if x.running) - 1
-                if int(state["num-other-sentinels"]) < others or len(good) < len(running):
-                    return False
-                if int(state["port"]) != master.port or state["is_sdown"] or state["is_odown"]:
-                    return False
-            return True
+        why = ["not checked yet"]
 
-        _wait(stable, timeout_s, "the Sentinel setup to be stable")
+        def stable() -> bool:
+            why[0] = self._unstable(master, running)
+            return not why[0]
+
+        try:
+            _wait(stable, timeout_s, "the Sentinel setup to be stable")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {why[0]}") from None
         return master
+
+    def _unstable(self, master: Node, running: list[Node]) -> str:
+        """Why the setup is not stable yet ("" when it is)."""
+        with contextlib.closing(self.node_client(master)) as c:
+            if c.info("replication")["role"] != "master":
+                return f"{master.port} is no master yet"
+        for node in running:
+            with contextlib.closing(self.node_client(node)) as c:
+                info = c.info("replication")
+            if info.get("master_port") != master.port or info.get("master_link_status") != "up":
+                return f"{node.port} is no replica of {master.port} with the link up yet"
+        for s in (s for s in self.sentinels if s.running):
+            with contextlib.closing(self.sentinel_client(s)) as c:
+                state: dict[str, Any] = c.sentinel_master(self.master_name)  # type: ignore[assignment]
+                seen: list[dict[str, Any]] = c.sentinel_slaves(self.master_name)
+            good = [r for r in seen if not r["is_sdown"] and r.get("master-link-status") == "ok"]
+            others = sum(1 for x in self.sentinels if x.running) - 1
+            if int(state["num-other-sentinels"]) < others:
+                return f"Sentinel {s.port} knows {state['num-other-sentinels']} of {others} other Sentinels"
+            if len(good) < len(running):
+                shown = [(r["port"], r["flags"], r.get("master-link-status")) for r in seen]
+                return f"Sentinel {s.port} sees replicas {shown}"
+            if int(state["port"]) != master.port or state["is_sdown"] or state["is_odown"]:
+                return f"Sentinel {s.port} sees master {state['port']} flags {state['flags']}"
+        return ""
 
     # -- failures ---------------------------------------------------------------------------------
     def failover(self, timeout_s: float = 60) -> tuple[Node, Node]:
@@ -331,3 +356,129 @@ class SentinelKit:
         master = self.master()
         node.start([f"replicaof 127.0.0.1 {master.port}"])
         self.wait_stable()
+
+
+# -- a ledger under load (the failover tests and benchmarks/failover.py) -----------------------------
+
+LEDGER_JOBS = '''
+"""One job that writes its token to a ledger, one O_APPEND write per line (survives a SIGKILL)."""
+import os
+import time
+
+import swarmd
+
+LEDGER = os.environ["SWARMD_LEDGER"]
+
+
+@swarmd.job(name="LedgerJob")
+def ledger_job(token):
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"done {token} {os.getpid()} {time.time()!r}\\n".encode())
+    finally:
+        os.close(fd)
+'''
+
+
+class Enqueuer(threading.Thread):
+    """Enqueues ``LedgerJob`` with tokens ``<prefix><n>`` at about ``rate`` per second until `stop`,
+    sorting each push by what the client said: acknowledged (a jid came back), refused (an error
+    that says nothing was pushed), or uncertain (an error after which the job may exist: a timeout,
+    or a push that ``wait_replicas`` could not confirm)."""
+
+    def __init__(self, client: Any, rate: float = 200.0, prefix: str = "j") -> None:
+        super().__init__(name="enqueuer", daemon=True)
+        self.client = client
+        self.rate = rate
+        self.prefix = prefix
+        self.acked: dict[str, float] = {}
+        self.refused: dict[str, float] = {}
+        self.uncertain: dict[str, float] = {}
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from swarmd.errors import RedisUnavailable
+
+        n = 0
+        start = time.monotonic()
+        while not self._halt.is_set():
+            n += 1
+            token = f"{self.prefix}{n}"
+            now = time.time()
+            try:
+                self.client.enqueue("LedgerJob", [token], None, {})
+            except RedisUnavailable as exc:
+                text = str(exc)
+                sure = "may or may not" not in text and "took the job" not in text
+                (self.refused if sure else self.uncertain)[token] = now
+                if len(self.errors) < 1000:
+                    self.errors.append(text)
+                time.sleep(0.01)  # Redis is away: do not spin
+            else:
+                self.acked[token] = now
+            delay = start + n / self.rate - time.monotonic()
+            if delay > 0:
+                self._halt.wait(delay)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def read_ledger(path: str) -> list[tuple[str, int, float]]:
+    """(token, pid, time) of every ``done`` line."""
+    out = []
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "done":
+                out.append((parts[1], int(parts[2]), float(parts[3])))
+    return out
+
+
+@dataclass
+class Tally:
+    """What the ledger says about the acknowledged jobs."""
+
+    enqueued: int  # acknowledged
+    refused: int
+    uncertain: int
+    ran: int  # acknowledged jobs that ran at least once
+    lost: list[str]  # acknowledged, never ran
+    twice: int  # jobs (any) that ran more than once
+
+    def line(self) -> str:
+        return (
+            f"enqueued {self.enqueued} (refused {self.refused}, uncertain {self.uncertain}), ran {self.ran}, "
+            f"lost {len(self.lost)}, ran twice {self.twice}"
+        )
+
+
+def tally(enqueuer: Enqueuer, ledger: str) -> Tally:
+    runs = Counter(token for token, _, _ in read_ledger(ledger))
+    lost = sorted(t for t in enqueuer.acked if runs[t] == 0)
+    return Tally(
+        enqueued=len(enqueuer.acked),
+        refused=len(enqueuer.refused),
+        uncertain=len(enqueuer.uncertain),
+        ran=sum(1 for t in enqueuer.acked if runs[t]),
+        lost=lost,
+        twice=sum(1 for c in runs.values() if c > 1),
+    )
+
+
+def wait_ledger(enqueuer: Enqueuer, ledger: str, quiet_s: float = 5.0, timeout_s: float = 120.0) -> None:
+    """Until every acknowledged job ran, or the ledger stopped growing for ``quiet_s`` (then some
+    are missing: the caller's tally says which)."""
+    deadline = time.monotonic() + timeout_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        done = {t for t, _, _ in read_ledger(ledger)}
+        if all(t in done for t in enqueuer.acked):
+            return
+        if len(done) != size:
+            size, since = len(done), time.monotonic()
+        elif time.monotonic() - since > quiet_s:
+            return
+        time.sleep(0.1)
