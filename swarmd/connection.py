@@ -286,7 +286,7 @@ def replication(client: redis.Redis) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _tls_hint(message: str) -> str:
-    if "SSL" in message or "certificate" in message:
+    if "ssl" in message.lower() or "certificate" in message:
         return f"{message} (TLS: check ssl_ca_certs, and the server certificate's names and dates)"
     return message
 

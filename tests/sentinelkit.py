@@ -381,14 +381,15 @@ def ledger_job(token):
 
 
 class Enqueuer(threading.Thread):
-    """Enqueues ``LedgerJob`` with tokens ``<prefix><n>`` at about ``rate`` per second until `stop`,
-    sorting each push by what the client said: acknowledged (a jid came back), refused (an error
-    that says nothing was pushed), or uncertain (an error after which the job may exist: a timeout,
-    or a push that ``wait_replicas`` could not confirm)."""
+    """Enqueues ``job`` (its one argument: a token ``<prefix><n>``) at about ``rate`` per second until
+    `stop`, sorting each push by what the client said: acknowledged (a jid came back), refused (an
+    error that says nothing was pushed), or uncertain (an error after which the job may exist: a
+    timeout, or a push that ``wait_replicas`` could not confirm)."""
 
-    def __init__(self, client: Any, rate: float = 200.0, prefix: str = "j") -> None:
+    def __init__(self, client: Any, rate: float = 200.0, prefix: str = "j", job: str = "LedgerJob") -> None:
         super().__init__(name="enqueuer", daemon=True)
         self.client = client
+        self.job = job
         self.rate = rate
         self.prefix = prefix
         self.acked: dict[str, float] = {}
@@ -407,7 +408,7 @@ class Enqueuer(threading.Thread):
             token = f"{self.prefix}{n}"
             now = time.time()
             try:
-                self.client.enqueue("LedgerJob", [token], None, {})
+                self.client.enqueue(self.job, [token], None, {})
             except RedisUnavailable as exc:
                 text = str(exc)
                 sure = "may or may not" not in text and "took the job" not in text
