@@ -237,3 +237,19 @@ def test_a_redis_cluster_node_stops_the_boot_with_78(app: App, redis_factory: An
     check = run_ctl("check", "--redis-url", server.url, cwd=tmp_path)
     assert check.returncode == 78
     assert "is a Redis Cluster node" in check.stderr and "Traceback" not in check.stderr
+
+
+# -- wait_replicas -------------------------------------------------------------------------------------
+
+
+def test_wait_replicas_says_when_a_push_is_not_on_a_replica_yet(app: App) -> None:
+    # The session's Redis has no replica: WAIT 1 times out. The push happened (the job runs), but the
+    # caller is told it is not confirmed on a replica (a failover now could lose it).
+    redis = {"url": app.redis_url, "wait_replicas": 1, "wait_timeout": 0.05}
+    client = swarmd.Client(redis)
+    with pytest.raises(swarmd.RedisUnavailable, match=r"took the job\(s\), but only 0 of the 1 replica\(s\)"):
+        client.enqueue("Record", ["unconfirmed"], None, {})
+    assert app.r.llen("queue:default") == 1
+    daemon = app.start(config=app.config(redis=redis))
+    app.wait_tokens(["unconfirmed"])  # fetched jobs run even when WAIT falls short; it is logged
+    daemon.wait_log("wait_replicas: fetched jobs reached 0 of 1 replica(s) within 50 ms; running them anyway")
