@@ -4,9 +4,10 @@ availability"). Needs Debian's redis-server and redis-sentinel.
     python benchmarks/failover.py [--rate 300] [--before 5] [--after 8] [--runs 1] [--replicas 2]
                                   [--skip-cost] [--only default,min-replicas,wait]
 
-For each setting (default Redis; ``min-replicas-to-write 1`` + ``min-replicas-max-lag 10``; those plus
-swarmd's ``wait_replicas: 1``) and each failure (``SENTINEL FAILOVER``; SIGKILL of the master, which
-comes back as a replica once the Sentinels promoted another, as systemd would restart it): a fresh
+For each setting (default Redis; ``min-replicas-to-write 1``, ``min-replicas-max-lag 10`` and
+``repl-diskless-sync-delay 0``; those plus swarmd's ``wait_replicas: 1``) and each failure
+(``SENTINEL FAILOVER``; SIGKILL of the master, which comes back as a replica once the Sentinels
+promoted another, as systemd would restart it): a fresh
 master with ``--replicas`` replicas and 3 Sentinels (down-after-milliseconds 1000) on loopback, two
 swarms ("hosts") of 2 workers x concurrency 4, one client enqueueing ``--rate`` jobs a second (each
 job writes its token to a ledger), ``--before`` seconds of that, the failure, ``--after`` seconds of
@@ -44,14 +45,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 import swarmd  # noqa: E402
 from tests.sentinelkit import LEDGER_JOBS, Enqueuer, SentinelKit, read_ledger, tally, wait_ledger  # noqa: E402
 
+RECOMMENDED = ("min-replicas-to-write 1", "min-replicas-max-lag 10", "repl-diskless-sync-delay 0")
 SETTINGS = {
     "default": ((), {}),
-    "min-replicas": (("min-replicas-to-write 1", "min-replicas-max-lag 10"), {}),
-    "wait": (("min-replicas-to-write 1", "min-replicas-max-lag 10"), {"wait_replicas": 1}),
+    "min-replicas": (RECOMMENDED, {}),
+    "wait": (RECOMMENDED, {"wait_replicas": 1}),
 }
 LABELS = {
     "default": "Redis defaults",
-    "min-replicas": "min-replicas-to-write 1, min-replicas-max-lag 10",
+    "min-replicas": "min-replicas-to-write 1 (+ max-lag 10, diskless delay 0)",
     "wait": "the same + wait_replicas: 1",
 }
 
@@ -67,7 +69,11 @@ class Row:
     twice: int
     failover_s: float
     stall_s: float
-    resumed_s: float  # from +switch-master to the end of the stall
+    resumed_s: float | None  # from +switch-master to the end of the stall (None: no stall to speak of)
+
+    @property
+    def resumed(self) -> str:
+        return "-" if self.resumed_s is None else f"{self.resumed_s:+.1f} s"
 
 
 class SwitchWatch:
@@ -98,7 +104,7 @@ class SwitchWatch:
 
 def run_case(setting: str, failure: str, args: argparse.Namespace, workdir: str) -> Row:
     lines, extra = SETTINGS[setting]
-    ledger = os.path.join(workdir, f"ledger-{setting}-{failure}")
+    ledger = os.path.join(workdir, f"ledger-{setting}-{failure}-{time.time()}")
     with SentinelKit(replicas=args.replicas, redis_lines=lines) as kit:
         config = {"concurrency": 4, "processes": 2, "require": ["ledgerjobs"], "redis": kit.settings(**extra)}
         path = os.path.join(workdir, "swarmd.yml")
@@ -167,7 +173,7 @@ def run_case(setting: str, failure: str, args: argparse.Namespace, workdir: str)
         result.twice,
         switched_at - failed_at,
         end - start,
-        end - switched_at,
+        end - switched_at if end - start >= 0.5 else None,
     )
 
 
@@ -220,11 +226,11 @@ def main() -> None:
                     row = run_case(setting, failure, args, workdir)
                     rows.append(row)
                     print(
-                        f"{LABELS[setting]:52} {failure:17} enqueued {row.enqueued:5} "
+                        f"{LABELS[setting]:58} {failure:17} enqueued {row.enqueued:5} "
                         f"refused {row.refused:4} uncertain {row.uncertain:2} lost {row.lost:4} "
                         f"twice {row.twice:3} "
                         f"failover {row.failover_s:5.1f} s stall {row.stall_s:5.1f} s "
-                        f"resumed {row.resumed_s:+5.1f} s after the switch",
+                        f"resumed {row.resumed} after the switch",
                         flush=True,
                     )
         print(

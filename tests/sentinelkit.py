@@ -303,8 +303,18 @@ class SentinelKit:
         try:
             _wait(stable, timeout_s, "the Sentinel setup to be stable")
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}: {why[0]}") from None
+            raise RuntimeError(f"{exc}: {why[0]}\n{self.log_tails()}") from None
         return master
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of every node's and Sentinel's log (for a failure message)."""
+        out = []
+        for node in [*self.nodes, *self.sentinels]:
+            path = os.path.join(node.dir, f"{node.kind}.log")
+            with contextlib.suppress(OSError), open(path) as f:
+                tail = f.read().splitlines()[-lines:]
+            out.append(f"--- {node.kind} {node.port} ---\n" + "\n".join(tail))
+        return "\n".join(out)
 
     def _unstable(self, master: Node, running: list[Node]) -> str:
         """Why the setup is not stable yet ("" when it is)."""
