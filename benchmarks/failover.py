@@ -2,7 +2,7 @@
 availability"). Needs Debian's redis-server and redis-sentinel.
 
     python benchmarks/failover.py [--rate 300] [--before 5] [--after 8] [--runs 1] [--replicas 2]
-                                  [--skip-cost] [--only default,min-replicas,wait]
+                                  [--skip-cost] [--only default,min-replicas,wait] [--failures ...]
 
 For each setting (default Redis; ``min-replicas-to-write 1``, ``min-replicas-max-lag 10`` and
 ``repl-diskless-sync-delay 0``; those plus swarmd's ``wait_replicas: 1``) and each failure
@@ -137,7 +137,12 @@ def run_case(setting: str, failure: str, args: argparse.Namespace, workdir: str)
             watch = SwitchWatch(kit)
             time.sleep(0.2)  # subscribed
             failed_at = time.time()
-            if failure == "SENTINEL FAILOVER":
+            if failure.endswith("FAILOVER"):
+                if failure.startswith("planned"):
+                    # The master refuses writes as soon as one replica leaves it (the one promoted), so
+                    # that nothing it takes afterwards is confirmed by a replica that will resync.
+                    with contextlib.closing(kit.node_client(kit.master())) as c:
+                        c.config_set("min-replicas-to-write", str(args.replicas))
                 with contextlib.closing(kit.sentinel_client(kit.sentinels[0])) as c:
                     c.sentinel_failover(kit.master_name)
                 old = None
@@ -214,6 +219,11 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--only", default=",".join(SETTINGS), help="settings to run: " + ",".join(SETTINGS))
     ap.add_argument("--skip-cost", action="store_true", help="skip the cost of wait_replicas")
+    ap.add_argument(
+        "--failures",
+        default="SENTINEL FAILOVER,SIGKILL master",
+        help='also "planned SENTINEL FAILOVER": min-replicas-to-write = --replicas on the master first',
+    )
     ap.add_argument("--cost-jobs", type=int, default=20_000)
     args = ap.parse_args()
     rows: list[Row] = []
@@ -221,12 +231,12 @@ def main() -> None:
         with open(os.path.join(workdir, "ledgerjobs.py"), "w") as f:
             f.write(LEDGER_JOBS)
         for setting in args.only.split(","):
-            for failure in ("SENTINEL FAILOVER", "SIGKILL master"):
+            for failure in args.failures.split(","):
                 for _ in range(args.runs):
                     row = run_case(setting, failure, args, workdir)
                     rows.append(row)
                     print(
-                        f"{LABELS[setting]:58} {failure:17} enqueued {row.enqueued:5} "
+                        f"{LABELS[setting]:58} {failure:25} enqueued {row.enqueued:5} "
                         f"refused {row.refused:4} uncertain {row.uncertain:2} lost {row.lost:4} "
                         f"twice {row.twice:3} "
                         f"failover {row.failover_s:5.1f} s stall {row.stall_s:5.1f} s "
@@ -242,9 +252,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             counts = f"{r.enqueued} | {r.refused} | {r.uncertain} | {r.lost} | {r.twice}"
-            print(
-                f"| {LABELS[r.setting]} | {r.failure} | {counts} | {r.failover_s:.1f} s | {r.stall_s:.1f} s |"
-            )
+            times = f"{r.failover_s:.1f} s | {r.stall_s:.1f} s | {r.resumed}"
+            print(f"| {LABELS[r.setting]} | {r.failure} | {counts} | {times} |")
         if not args.skip_cost:
             cost_of_wait(args, workdir)
 

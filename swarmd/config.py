@@ -15,11 +15,16 @@ the matching ``SWARMD_*`` variable.
 Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TIMEOUT``, ``_MAX_MEMORY_MB``;
 ``SWARMD_QUEUES``: items separated by spaces, each ``name`` or ``name,weight`` (``"critical,3 low"``);
 ``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
-``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables,
-0/false disables, anything else is the ident (facility and address from the file are kept).
-Redis URL (`redis_url`, shared with the client): flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` >
-``REDIS_URL`` > ``redis://localhost:6379/0``, checked when loaded (a port that is no number, a db that is
-no number, an unknown query parameter: one line and exit 78, never a traceback at connect time).
+``_HOSTNAME``, ``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``:
+1/true enables, 0/false disables, anything else is the ident (facility and address from the file are
+kept).
+Redis (`RedisSettings`, the ``redis:`` section): where it is, flag > ``SWARMD_REDIS_URL`` > the file's
+``redis.url`` or ``redis.sentinels`` (an environment section's choice replaces the top level's) >
+``REDIS_URL`` > ``redis://localhost:6379/0`` (`redis_url`, shared with the client, is that rule for a
+URL); the other keys (passwords, ``db``, TLS files, ``wait_replicas``) apply to whichever wins. All of
+it is checked when loaded (a port that is no number, an unknown query parameter, a Sentinel without
+``master_name``, a TLS file that does not exist, a TLS key without TLS: one line and exit 78, never a
+traceback at connect time).
 
 The file is read only if it is a regular file (a FIFO would block), within the bounds of `_Loader`
 (nesting, integer length, alias expansion); a ``pidfile`` or ``logfile`` that exists must be a regular
