@@ -174,7 +174,7 @@ def test_no_acknowledged_job_is_lost_across_a_failover(app: App, sentinel: Senti
         with contextlib.closing(sentinel.node_client(node)) as c:
             for key, value in RECOMMENDED.items():
                 c.config_set(key, value)
-    _, daemons = _swarms(app, sentinel, wait_replicas=1)
+    cfg, daemons = _swarms(app, sentinel, wait_replicas=1)
     before = _identities(sentinel)
     enqueuer = Enqueuer(swarmd.Client(sentinel.settings(wait_replicas=1)), rate=150, job="Record")
     enqueuer.start()
@@ -200,10 +200,13 @@ def test_no_acknowledged_job_is_lost_across_a_failover(app: App, sentinel: Senti
     result = tally(enqueuer, str(app.ledger))
     print(f"{failure}: {result.line()}")
     assert result.lost == []
-    # Every part followed the master without a restart: the same 4 workers, both swarms up.
+    # Every part followed the master without a restart: the same 4 workers, both swarms up; swarmctl
+    # finds the new master.
     assert all(d.alive() for d in daemons)
     assert _identities(sentinel) == before
     assert not any("exited" in d.output() for d in daemons)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    assert f"master:       127.0.0.1:{sentinel.master().port} (role master, 1 replica)" in check.stdout
 
 
 # -- what swarmd refuses at boot ---------------------------------------------------------------------
