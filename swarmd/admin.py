@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from swarmd import connection, metrics, payload
-from swarmd.config import Config
+from swarmd.config import Config, RedisSettings
 from swarmd.errors import ConfigError, DecodeError, NotFound
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
@@ -60,6 +60,7 @@ __all__ = [
     "DayStats",
     "Entry",
     "Found",
+    "Host",
     "JobMetricsReport",
     "Kind",
     "MetricsSnapshot",
@@ -71,6 +72,7 @@ __all__ = [
     "SearchResult",
     "Status",
     "Totals",
+    "by_host",
 ]
 
 Kind = Literal["retry", "schedule", "dead"]
@@ -304,6 +306,32 @@ class Process:
 
 
 @dataclass(frozen=True)
+class Host:
+    """The live processes of one host name (the host part of their identities), e.g. one swarm of
+    several that share a Redis."""
+
+    hostname: str
+    processes: tuple[Process, ...]
+
+    @property
+    def busy(self) -> int:
+        return sum(p.busy for p in self.processes)
+
+    @property
+    def concurrency(self) -> int:
+        return sum(p.concurrency or 0 for p in self.processes)
+
+
+def by_host(processes: Sequence[Process]) -> tuple[Host, ...]:
+    """``processes`` grouped by host name, hosts sorted by name, each host's processes in the given
+    order."""
+    groups: dict[str, list[Process]] = {}
+    for p in processes:
+        groups.setdefault(p.hostname, []).append(p)
+    return tuple(Host(name, tuple(groups[name])) for name in sorted(groups))
+
+
+@dataclass(frozen=True)
 class BusyJob:
     """A job a live process is running, from its ``<identity>:work`` hash (written every beat)."""
 
@@ -464,19 +492,19 @@ class Admin:
         self._owned = False
 
     @classmethod
-    def from_url(cls, url: str, namespace: str | None = None, **options: Any) -> Admin:
-        """An `Admin` on its own client for ``url``; `close` closes it. A malformed URL raises
-        `ValueError` (redis-py's message)."""
+    def from_url(cls, url: str | RedisSettings, namespace: str | None = None, **options: Any) -> Admin:
+        """An `Admin` on its own client for ``url`` (or `RedisSettings`: Sentinel, TLS); `close` closes
+        it. A malformed URL raises `ValueError` (redis-py's message)."""
         admin = cls(connection.connect(url), namespace, **options)
         admin._owned = True
         return admin
 
     @classmethod
     def from_config(cls, config: Config) -> Admin:
-        """An `Admin` for a loaded config: its Redis URL, namespace and `dead` bounds. A malformed URL
-        raises `ConfigError` (the password is never shown)."""
+        """An `Admin` for a loaded config: its Redis settings (URL or Sentinel), namespace and `dead`
+        bounds. A malformed URL raises `ConfigError` (the password is never shown)."""
         try:
-            client = connection.connect(config.redis_url)
+            client = connection.connect(config.redis)
         except ValueError as exc:  # redis-py's URL parser
             raise ConfigError(f"redis url {config.redacted_redis_url()}: {exc}") from None
         admin = cls(

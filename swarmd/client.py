@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from swarmd import connection, hooks, payload
-from swarmd.config import DEFAULT_REDIS_URL, load_config, redact_url
+from swarmd.config import DEFAULT_REDIS_URL, RedisSettings, load_config, redis_settings
 from swarmd.config import redis_url as _redis_url
 from swarmd.errors import PayloadError, RedisUnavailable
 from swarmd.keys import Keys
@@ -71,13 +71,29 @@ def to_outgoing(job: dict[str, Any]) -> Outgoing:
     return Outgoing(job["queue"], payload.encode(payload.for_queue(job)), None)
 
 
+RedisTarget = str | RedisSettings | Mapping[str, Any] | None
+"""Where the client's Redis is: a URL, `RedisSettings`, or a mapping spelled like the config file's
+``redis:`` section (``{"sentinels": [...], "master_name": ..., "password": ...}``)."""
+
+
+def _settings(target: RedisTarget, where: str) -> RedisSettings:
+    if isinstance(target, RedisSettings):
+        return target
+    if isinstance(target, Mapping):
+        return redis_settings(target, where=where)
+    return RedisSettings(url=_redis_url(target, where=where))
+
+
 class Client:
     """A connection to one Redis (and namespace) for enqueueing."""
 
-    def __init__(self, redis_url: str | None = None, namespace: str | None = None) -> None:
-        """``redis_url`` > ``SWARMD_REDIS_URL`` > ``REDIS_URL`` > ``redis://localhost:6379/0`` (the daemon's
-        rule without the config file, `swarmd.config.redis_url`); a malformed URL raises `ConfigError`."""
-        self.redis_url = _redis_url(redis_url, where="redis_url")
+    def __init__(self, redis_url: RedisTarget = None, namespace: str | None = None) -> None:
+        """``redis_url``: a URL, `RedisSettings` or a ``redis:`` mapping (Sentinel, TLS files, ...); a URL
+        is ``redis_url`` > ``SWARMD_REDIS_URL`` > ``REDIS_URL`` > ``redis://localhost:6379/0`` (the
+        daemon's rule without the config file, `swarmd.config.redis_url`). Bad settings raise
+        `ConfigError`."""
+        self.settings = _settings(redis_url, "redis_url" if isinstance(redis_url, str | None) else "redis")
+        self.redis_url = self.settings.url  # unused in Sentinel mode
         self.keys = Keys(namespace)
         self._redis: connection.Redis | None = None
         self._lock = threading.Lock()
@@ -87,7 +103,7 @@ class Client:
         if self._redis is None:
             with self._lock:
                 if self._redis is None:
-                    self._redis = connection.connect(self.redis_url)
+                    self._redis = connection.connect(self.settings)
         return self._redis
 
     # -- low level --------------------------------------------------------------------------------
@@ -108,6 +124,7 @@ class Client:
                 scheduled[out.raw] = out.at
             else:
                 by_queue.setdefault(out.queue, []).append(out.raw)
+        wait = self.settings.wait_replicas
         try:
             pipe = self.redis.pipeline(transaction=False)
             for queue, raws in by_queue.items():
@@ -118,12 +135,21 @@ class Client:
                 items = list(scheduled.items())
                 for start in range(0, len(items), _BULK_BATCH):
                     pipe.zadd(self.keys.schedule, dict(items[start : start + _BULK_BATCH]))
-            pipe.execute()
+            if wait:
+                # On the pipeline's connection: WAIT counts the replicas that have this client's writes.
+                pipe.wait(wait, max(1, int(self.settings.wait_timeout * 1000)))
+            replies = pipe.execute()
         except connection.RedisError as exc:
             raise self._unavailable(exc) from exc
+        if wait and (acked := int(replies[-1])) < wait:
+            raise RedisUnavailable(
+                f"enqueue: Redis at {self.settings.describe()} took the job(s), but only {acked} of the "
+                f"{wait} replica(s) of wait_replicas confirmed them within {self.settings.wait_timeout:g} s; "
+                "a failover now could lose them (pushing again may run them twice)"
+            )
 
     def _unavailable(self, exc: connection.RedisError) -> RedisUnavailable:
-        where = redact_url(self.redis_url)
+        where = self.settings.describe()
         detail = f"{type(exc).__name__}: {exc}"[:_MAX_REDIS_ERROR]
         if isinstance(exc, connection.TimeoutError):
             # The commands may have run and only the reply be lost: say so rather than guess.
@@ -342,15 +368,23 @@ def configure(
     *,
     config: str | None = None,
     environment: str | None = None,
+    redis: RedisSettings | Mapping[str, Any] | None = None,
 ) -> Client:
-    """Set the default client: explicit values, or the Redis settings of a swarmd YAML file."""
+    """Set the default client: explicit values, or the Redis settings of a swarmd YAML file.
+
+    ``redis``: `RedisSettings` or a mapping spelled like the file's ``redis:`` section (Sentinel,
+    passwords, TLS files, ``wait_replicas``); ``redis_url`` is the short form for a URL alone. An
+    explicit ``redis_url`` or ``redis`` wins over the file's."""
     global _default
+    if redis_url is not None and redis is not None:
+        raise TypeError("configure: give redis_url or redis, not both")
+    target: RedisTarget = redis if redis is not None else redis_url
     if config is not None:
         cfg = load_config(config, environment)
-        redis_url = redis_url or cfg.redis_url
+        target = target or cfg.redis
         namespace = namespace if namespace is not None else cfg.namespace
     with _default_lock:
-        _default = Client(redis_url, namespace)
+        _default = Client(target, namespace)
         return _default
 
 

@@ -15,11 +15,16 @@ the matching ``SWARMD_*`` variable.
 Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TIMEOUT``, ``_MAX_MEMORY_MB``;
 ``SWARMD_QUEUES``: items separated by spaces, each ``name`` or ``name,weight`` (``"critical,3 low"``);
 ``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
-``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables,
-0/false disables, anything else is the ident (facility and address from the file are kept).
-Redis URL (`redis_url`, shared with the client): flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` >
-``REDIS_URL`` > ``redis://localhost:6379/0``, checked when loaded (a port that is no number, a db that is
-no number, an unknown query parameter: one line and exit 78, never a traceback at connect time).
+``_HOSTNAME``, ``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``:
+1/true enables, 0/false disables, anything else is the ident (facility and address from the file are
+kept).
+Redis (`RedisSettings`, the ``redis:`` section): where it is, flag > ``SWARMD_REDIS_URL`` > the file's
+``redis.url`` or ``redis.sentinels`` (an environment section's choice replaces the top level's) >
+``REDIS_URL`` > ``redis://localhost:6379/0`` (`redis_url`, shared with the client, is that rule for a
+URL); the other keys (passwords, ``db``, TLS files, ``wait_replicas``) apply to whichever wins. All of
+it is checked when loaded (a port that is no number, an unknown query parameter, a Sentinel without
+``master_name``, a TLS file that does not exist, a TLS key without TLS: one line and exit 78, never a
+traceback at connect time).
 
 The file is read only if it is a regular file (a FIFO would block), within the bounds of `_Loader`
 (nesting, integer length, alias expansion); a ``pidfile`` or ``logfile`` that exists must be a regular
@@ -42,7 +47,7 @@ import stat
 import sys
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import setproctitle
@@ -56,6 +61,7 @@ __all__ = [
     "Config",
     "QueueOrder",
     "QueueSpec",
+    "RedisSettings",
     "SyslogConfig",
     "WebConfig",
     "app_dir",
@@ -67,6 +73,7 @@ __all__ = [
     "parse_queue",
     "redact_argv",
     "redact_url",
+    "redis_settings",
     "redis_url",
 ]
 
@@ -90,6 +97,57 @@ class SyslogConfig:
     ident: str = "swarmd"
     facility: str = "daemon"  # a key of logging.handlers.SysLogHandler.facility_names
     address: str = "/dev/log"  # a path (unix datagram), "@name" (abstract unix) or "host:port" (udp)
+
+
+CERT_REQS = ("required", "optional", "none")
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where Redis is and how to talk to it: the config's ``redis:`` section, checked.
+
+    Either a URL (``url``), or Sentinel: ``sentinels`` ((host, port) pairs) and ``master_name``, in
+    which case ``url`` is unused. The other fields apply to both: in URL mode a value the URL itself
+    carries (its password, its database) wins, as in redis-py. `swarmd.connection.connect` turns this
+    into a client; passwords never appear in ``repr`` or `describe`.
+    """
+
+    url: str = DEFAULT_REDIS_URL
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    db: int | None = None
+    ssl: bool = False  # TLS with Sentinel (to the Sentinels and to the master); a URL says rediss://
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str | None = None  # one of CERT_REQS; redis-py's default is "required"
+    wait_replicas: int = 0  # WAIT for this many replicas after an enqueue and after a fetch
+    wait_timeout: float = 1.0  # seconds WAIT may block
+
+    @property
+    def is_sentinel(self) -> bool:
+        return bool(self.sentinels)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl if self.is_sentinel else self.url.startswith("rediss://")
+
+    def describe(self) -> str:
+        """Where Redis is, for logs and messages: the URL redacted, or the Sentinels and master name."""
+        if not self.is_sentinel:
+            return redact_url(self.url)
+        hosts = ",".join(_host_port(host, port) for host, port in self.sentinels)
+        tls = " (TLS)" if self.ssl else ""
+        return f"master {self.master_name!r} via Sentinel {hosts}{tls}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -123,8 +181,9 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     syslog: SyslogConfig | None = None
-    redis_url: str = DEFAULT_REDIS_URL
+    redis: RedisSettings = RedisSettings()
     namespace: str | None = None
+    hostname: str | None = None  # the host part of worker identities (else the machine's name)
     max_memory_mb: int | None = None
     heartbeat_timeout: float = 60.0  # supervisor kills a worker silent this long
     preload: bool = False
@@ -153,8 +212,14 @@ class Config:
             return QueueOrder.STRICT
         return QueueOrder.RANDOM if weights == {1} else QueueOrder.WEIGHTED
 
+    @property
+    def redis_url(self) -> str:
+        """The URL of `redis` (unused in Sentinel mode: build clients from `redis`, never from this)."""
+        return self.redis.url
+
     def redacted_redis_url(self) -> str:
-        return redact_url(self.redis_url)
+        """Where Redis is, password hidden (`RedisSettings.describe`)."""
+        return self.redis.describe()
 
 
 class _Text(str):
@@ -170,7 +235,7 @@ _INTS = dict(concurrency=1, processes=1, max_memory_mb=1, max_retries=0, dead_ma
 _NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "poll_interval", "fetch_timeout"}
 _NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
 _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
-_NULLABLE_STRS = {"pidfile", "logfile", "namespace"}
+_NULLABLE_STRS = {"pidfile", "logfile", "namespace", "hostname"}
 _OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web"}
 _SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
 _ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
@@ -259,6 +324,10 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
         raise _fail(where, "a string or null" if name in _NULLABLE_STRS else "a string", value)
     if name == "redis_url":
         return _check_redis_url(value, where)
+    if name == "hostname" and (
+        len(value) > 255 or not re.fullmatch(r"[^\s:]+", value) or not value.isprintable()
+    ):
+        raise _fail(where, "a host name without ':', spaces or control characters (at most 255)", value)
     return str(value)
 
 
@@ -422,16 +491,22 @@ def _layer(data: dict[str, Any], loc: str, env: Mapping[str, str]) -> dict[str, 
             raise _unknown(where, key, _FILE_KEYS)
         value = _walk(value, where, env)
         if key == "redis" and not isinstance(value, dict):
-            raise _fail(where, "a mapping with url and/or namespace", value)
+            raise _fail(where, "a mapping ({url: ...} or {sentinels: [...], master_name: ...})", value)
         for sub, sub_value in value.items() if key == "redis" else [("", value)]:
             name = {"": _ALIASES.get(key, key), "url": "redis_url", "namespace": "namespace"}.get(sub)
+            if name is None and sub in _REDIS_KEYS:
+                name = f"redis.{sub}"
             item_where = f"{where}.{sub}" if sub else where
             if name is None:
-                raise _unknown(item_where, sub, ("url", "namespace"))
+                raise _unknown(item_where, sub, _REDIS_KEYS | {"url", "namespace"})
             if name in out:
                 other = out[name][1].split(": ")[-1]
                 raise ConfigError(f"{item_where}: expected {name} to be set once, got it also at {other}")
             out[name] = (sub_value, item_where)
+    if "redis_url" in out and "redis.sentinels" in out:
+        raise ConfigError(
+            f"{out['redis.sentinels'][1]}: expected either redis.url or redis.sentinels, got both"
+        )
     out.pop("strict", None)
     return out
 
@@ -555,7 +630,13 @@ def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str,
             section = _keys(value or {}, f"{path}: {key}.")
         elif difflib.get_close_matches(key, _FILE_KEYS, n=1, cutoff=0.8):  # `Redis:` is a typo, not an env
             raise _unknown(f"{path}: {key}", key, _FILE_KEYS)
-    return _layer(top, f"{path}: ", env) | _layer(section, f"{path}: {environment}.", env)
+    top_layer = _layer(top, f"{path}: ", env)
+    section_layer = _layer(section, f"{path}: {environment}.", env)
+    if section_layer.keys() & {"redis_url", "redis.sentinels"}:
+        # The section picks where Redis is (a URL or Sentinels); the top level's other choice goes.
+        top_layer.pop("redis_url", None)
+        top_layer.pop("redis.sentinels", None)
+    return top_layer | section_layer
 
 
 def app_dir(path: str) -> str:
@@ -623,7 +704,7 @@ def load_config(
         settings[name], wheres[name] = _convert(name, value, where, settings.get(name)), where
 
     from_file = _read_file(path, environment, env) if path else {}
-    file_url = from_file.pop("redis_url", None)
+    redis_file = {name: from_file.pop(name) for name in list(from_file) if name.startswith("redis")}
     for name, (value, where) in from_file.items():
         apply(name, value, where)
     for var, name in _ENV_VARS.items():
@@ -637,7 +718,7 @@ def load_config(
         if value is not None:
             flag = "--queue" if name == "queues" else f"--{name.replace('_', '-')}"
             apply(name, _Text(value) if isinstance(value, str) else value, flag)
-    settings["redis_url"] = redis_url(flag_url, where="--redis-url", file=file_url, env=env)
+    settings["redis"] = _redis_settings(flag_url, "--redis-url", redis_file, env, cwd)
     settings.setdefault("tag", default_tag(os.path.realpath(os.getcwd() if cwd is None else cwd)))
     for name in ("pidfile", "logfile"):
         if settings.get(name):
@@ -781,3 +862,141 @@ def _check_redis_url(value: Any, where: str) -> str:
         if name in _URL_INTS and not re.fullmatch(r"\d{1,9}", values[0]):
             raise bad(f"a whole number >= 0 for {name!r} in the query")
     return text
+
+
+# -- the redis: section ------------------------------------------------------------------------------
+
+_REDIS_KEYS = frozenset(
+    {"sentinels", "master_name", "username", "password", "sentinel_username", "sentinel_password", "db"}
+    | {"ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "wait_replicas", "wait_timeout"}
+)
+"""Keys of ``redis:`` besides ``url`` and ``namespace`` (those are settings of their own)."""
+_TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+def redis_settings(
+    section: Mapping[str, Any] | None = None,
+    *,
+    where: str = "redis",
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> RedisSettings:
+    """`RedisSettings` from a mapping spelled like the config file's ``redis:`` section (``url``,
+    ``sentinels``, ``master_name``, ``password``, ``ssl_ca_certs``, ...), for `swarmd.configure` and
+    `swarmd.Client`. Without ``url`` or ``sentinels`` the URL is the client's rule: ``SWARMD_REDIS_URL``
+    > ``REDIS_URL`` > ``redis://localhost:6379/0``. ``namespace`` is not part of it (refused here).
+    Raises `ConfigError` naming ``where.<key>``."""
+    items: dict[str, tuple[Any, str]] = {}
+    for key, value in (section or {}).items():
+        key_where = f"{where}.{key}"
+        if key == "url":
+            items["redis_url"] = (value, key_where)
+        elif key in _REDIS_KEYS:
+            items[f"redis.{key}"] = (value, key_where)
+        else:
+            raise _unknown(key_where, str(key), _REDIS_KEYS | {"url"})
+    if "redis_url" in items and "redis.sentinels" in items:
+        raise ConfigError(f"{where}: expected either url or sentinels, got both")
+    url = items.pop("redis_url", (None, ""))
+    return _redis_settings(url[0], url[1] or f"{where}.url", items, env, cwd)
+
+
+def _redis_settings(
+    given: str | None,
+    given_where: str,
+    items: Mapping[str, tuple[Any, str]],
+    env: Mapping[str, str] | None,
+    cwd: str | None = None,
+) -> RedisSettings:
+    """The settings from ``redis.*`` items (value, where); where Redis is: ``given`` (the flag) >
+    ``SWARMD_REDIS_URL`` > the file (``redis.url`` or ``redis.sentinels``) > ``REDIS_URL`` > default."""
+    env = os.environ if env is None else env
+    opts = {name.removeprefix("redis."): vw for name, vw in items.items() if name != "redis_url"}
+    sentinels = opts.pop("sentinels", (None, ""))
+    values: dict[str, Any] = {}
+    if sentinels[0] is not None and not given and not env.get("SWARMD_REDIS_URL"):
+        values["sentinels"] = _sentinels(*sentinels)
+        name, name_where = opts.get("master_name", (None, sentinels[1].rsplit(".", 1)[0] + ".master_name"))
+        if not isinstance(name, str) or not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise _fail(
+                name_where, "the master's name as Sentinel knows it (sentinel monitor <name> ...)", name
+            )
+        values["master_name"] = str(name)
+    else:
+        values["url"] = redis_url(given, where=given_where, file=items.get("redis_url"), env=env)
+    for key in ("username", "password", "sentinel_username", "sentinel_password"):
+        value, key_where = opts.get(key, (None, ""))
+        if value is not None and not isinstance(value, str):
+            raise _fail(key_where, "a string (quote a password YAML would read as a number)", value)
+        values[key] = str(value) if value else None
+    if "db" in opts:
+        values["db"] = _int(opts["db"][0], opts["db"][1], 0, null=True)
+    if "ssl" in opts:
+        value, key_where = opts["ssl"]
+        flag = value.flag() if isinstance(value, _Text) else value
+        if not isinstance(flag, bool):
+            raise _fail(key_where, "true or false", value)
+        values["ssl"] = flag
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if opts.get(key, (None,))[0] is not None:
+            values[key] = _readable_file(*opts[key], cwd)
+    if "ssl_cert_reqs" in opts and opts["ssl_cert_reqs"][0] is not None:
+        value, key_where = opts["ssl_cert_reqs"]
+        if value not in CERT_REQS:
+            raise _fail(key_where, f"one of {', '.join(CERT_REQS)}", value)
+        values["ssl_cert_reqs"] = str(value)
+    if "wait_replicas" in opts:
+        values["wait_replicas"] = _int(opts["wait_replicas"][0], opts["wait_replicas"][1], 0)
+    if "wait_timeout" in opts:
+        values["wait_timeout"] = _convert("timeout", *opts["wait_timeout"], None)
+    settings = RedisSettings(**values)
+    if not settings.is_sentinel and settings.ssl and not settings.tls:
+        raise _fail(opts["ssl"][1], "false with a redis:// or unix:// URL (for TLS write rediss://)", True)
+    if not settings.tls:
+        for key in _TLS_KEYS:
+            if getattr(settings, key) is not None:
+                wanted = "ssl: true with sentinels" if settings.is_sentinel else "a rediss:// URL"
+                redis = settings.describe()
+                raise ConfigError(
+                    f"{opts[key][1]}: expected TLS ({wanted}) for a TLS setting; Redis is {redis}"
+                )
+    if settings.ssl_keyfile and not settings.ssl_certfile:
+        raise _fail(
+            opts["ssl_keyfile"][1].rsplit(".", 1)[0] + ".ssl_certfile",
+            "the client certificate that goes with ssl_keyfile",
+            None,
+        )
+    return settings
+
+
+def _sentinels(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """``["10.0.0.1:26379", "[::1]:26380", "sentinel-3"]`` or one comma-separated string (a ``${VAR}``)."""
+    items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise _fail(where, 'a list of Sentinel addresses ("host:port")', value)
+    out: list[tuple[str, int]] = []
+    for i, item in enumerate(items):
+        item_where = f"{where}[{i}]" if not isinstance(value, str) else where
+        if not isinstance(item, str) or not item:
+            raise _fail(item_where, 'a Sentinel address "host:port"', item)
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^\s:\[\]/@]+)(?::(\d{1,5}))?", item)
+        port = int((match[2] or match[4] or SENTINEL_PORT) if match else 0)
+        if match is None or not 0 < port < 65536:
+            raise _fail(item_where, 'a Sentinel address "host:port" (IPv6 in [brackets], port 1-65535)', item)
+        out.append((match[1] or match[3], port))
+    if len(set(out)) != len(out):
+        raise _fail(where, "each Sentinel once", value)
+    return tuple(out)
+
+
+def _readable_file(value: Any, where: str, cwd: str | None) -> str:
+    """A TLS file path, checked now: a missing CA file found at the first connection would be a
+    retry loop instead of one line at start."""
+    if not isinstance(value, str) or not value:
+        raise _fail(where, "the path of a PEM file", value)
+    path = os.path.join(cwd or "", os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise _fail(where, "the path of a PEM file", f"{value} (no such file)")
+    if not os.access(path, os.R_OK):
+        raise _fail(where, "a PEM file this user can read", value)
+    return os.path.expanduser(value)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from swarmd import connection, payload, registry
-from swarmd.admin import KINDS, MAX_PAGE, Admin, Entry, Found, Kind, Outcome, Process, Queue, Status
+from swarmd.admin import KINDS, MAX_PAGE, Admin, Entry, Found, Kind, Outcome, Process, Queue, Status, by_host
 from swarmd.client import Client
 from swarmd.config import (
     Config,
@@ -337,8 +337,18 @@ def status_json(status: Status) -> dict[str, Any]:
         dead=t.dead,
         in_flight=t.in_flight,
     )
+    hosts = [
+        {
+            "hostname": h.hostname,
+            "processes": [p.identity for p in h.processes],
+            "busy": h.busy,
+            "concurrency": h.concurrency,
+        }
+        for h in by_host(status.processes)
+    ]
     return {
         "processes": [_process_json(p) for p in status.processes],
+        "hosts": hosts,
         "queues": [_queue_json(q) for q in status.queues],
         "stats": stats,
     }
@@ -349,21 +359,32 @@ def _status(args: argparse.Namespace, config: Config, admin: Admin) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    procs, queues, stats = data["processes"], data["queues"], data["stats"]
-    rows = [
-        (
-            p["identity"],
-            p["pid"],
-            p["tag"],
-            f"{p['busy']}/{p['concurrency']}",
-            "-" if p["rss_kb"] is None else f"{p['rss_kb'] / 1024:.1f} MB",
-            _age(p["beat_age_s"]),
-            "quiet" if p["quiet"] else "running",
+    procs, hosts, queues, stats = data["processes"], data["hosts"], data["queues"], data["stats"]
+    by_identity = {p["identity"]: p for p in procs}
+    rows: list[tuple[object, ...]] = []
+    for host in hosts:  # one heading row per host, then its processes
+        busy = f"{host['busy']}/{host['concurrency']}"
+        count = len(host["processes"])
+        rows.append(
+            (f"{host['hostname']}: {count} process{'' if count == 1 else 'es'}", "", "", busy, "", "", "")
         )
-        for p in procs
-    ]
-    lines = [f"Processes: {len(procs)}"]
-    lines += _table(("IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"), rows, right=(1, 3, 4, 5))
+        for ident in host["processes"]:
+            p = by_identity[ident]
+            rows.append(
+                (
+                    f"  {p['identity']}",
+                    p["pid"],
+                    p["tag"],
+                    f"{p['busy']}/{p['concurrency']}",
+                    "-" if p["rss_kb"] is None else f"{p['rss_kb'] / 1024:.1f} MB",
+                    _age(p["beat_age_s"]),
+                    "quiet" if p["quiet"] else "running",
+                )
+            )
+    lines = [f"Processes: {len(procs)} on {_n(len(hosts), 'host')}"]
+    lines += _table(
+        ("HOST / IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"), rows, right=(1, 3, 4, 5)
+    )
     lines += ["", f"Queues: {len(queues)}"]
     lines += _table(
         ("QUEUE", "SIZE", "LATENCY"), [(q["name"], q["size"], _age(q["latency_s"])) for q in queues], (1, 2)
@@ -405,11 +426,12 @@ def _check(config: Config) -> int:
     log = logging.getLogger("swarmd")
     log.addHandler(handler)
     try:
-        version = connection.check_server(admin.redis, config.redis_url)
+        version = connection.check_server(admin.redis, config.redis)
         print(f"{'redis check:':13} OK, Redis {'.'.join(map(str, version))}")
-    except RedisUnavailable as exc:
+        _print_replication(admin.redis)
+    except (RedisUnavailable, ConfigError) as exc:  # ConfigError: a Redis Cluster node
         _err(exc)
-        code = int(ExitCode.UNAVAILABLE)
+        code = int(exc.exit_code)
     finally:
         log.removeHandler(handler)
         admin.close()
@@ -424,6 +446,21 @@ def _check(config: Config) -> int:
         print(f"{'jobs:':13} {len(registry.registered())} job functions registered")
     print("OK" if code == 0 else f"FAILED (exit {code})")
     return code
+
+
+def _print_replication(redis: connection.Redis) -> None:
+    """The master (``host:port``) and each replica's lag, from the master's INFO replication."""
+    try:
+        address = connection.server_address(redis)
+        role, replicas = connection.replication(redis)
+    except connection.RedisError as exc:  # INFO replication may be forbidden by ACLs
+        print(f"{'master:':13} ? ({exc})")
+        return
+    print(f"{'master:':13} {address} (role {role}, {_n(len(replicas), 'replica')})")
+    for replica in replicas:
+        lag = "?" if replica["lag"] < 0 else f"{replica['lag']} s"
+        behind = f"{replica['behind']} bytes behind"
+        print(f"{'replica:':13} {replica['address']} {replica['state']}, lag {lag}, {behind}")
 
 
 def _unit(args: argparse.Namespace) -> int:
@@ -471,7 +508,7 @@ def _enqueue(args: argparse.Namespace, config: Config, admin: Admin) -> int:
         raise Failed(f"JSON_ARGS: not valid JSON: {exc}", USAGE) from None
     if not isinstance(job_args, list):
         raise Failed(f"JSON_ARGS: expected a JSON array, got {args.json_args!r:.60}", USAGE)
-    client = Client(config.redis_url, config.namespace)
+    client = Client(config.redis, config.namespace)
     at = None if args.delay is None else payload.now() + args.delay
     try:
         jid = client.enqueue(args.name, job_args, None, {"queue": args.queue} if args.queue else {}, at=at)

@@ -30,6 +30,15 @@ there), and every push back (quiet, stop, a waiter's surplus, reconcile) returns
 quarantine list, never to their queues: a suspect leaves quarantine only by running alone. An ack is
 sent at once rather than with the next fetch, so the private list never holds more than the job that
 is running: whoever recovers it after a crash counts that crash against that job alone.
+
+Failover (Sentinel). Replication is asynchronous: the new master may lack the last moves of the old
+one (a fetch, an ack, a move to `retry`), so its copy of the private list may hold jobs this worker
+no longer holds. When the master's address changes (`connection.master_address`), the next leader
+reconciles, as after a connection error, even if no command of this worker failed (redis-py
+reconnects idle connections silently). A waiter leaves a connection to an old master before its
+next BLMOVE (`connection.drop_if_stale`). With ``wait_replicas`` (on a client of one connection,
+see `swarmd.worker`), a fetch that moved jobs is followed by WAIT, so a job starts only once its move
+reached that many replicas (or the timeout passed, which is logged).
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ class Fetcher:
         order: QueueOrder,
         fetch_timeout: float,
         *,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
         quarantine: bool = False,
     ) -> None:
         self.scripts = scripts
@@ -119,6 +130,10 @@ class Fetcher:
         self._waiter_ids: dict[str, int] = {}  # queue -> CLIENT ID of its waiter's connection
         self._backoff = Backoff("fetch")
         self._broken_said: dict[str, float] = {}  # queue -> when its WRONGTYPE may be logged again
+        self._master: tuple[str, int] | None = None  # where the last fetch went (Sentinel mode)
+        self.wait_replicas = wait_replicas
+        self._wait_ms = max(1, int(wait_timeout * 1000))
+        self._wait_warned = 0.0
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -152,6 +167,13 @@ class Fetcher:
         got: list[Work] = []
         ok = False
         try:
+            if self.redis.connection is not None:  # a client of one connection (wait_replicas)
+                connection.drop_if_stale(self.redis.connection)
+            master = connection.master_address(self.redis)
+            if master != self._master:
+                # A new master may lack this worker's last moves: look at its copy of the list.
+                self._reconcile_needed |= self._master is not None
+                self._master = master
             if self._reconcile_needed:
                 self.reconcile()
             if self._quiet:  # quiet() ran meanwhile: only the acks go out
@@ -198,15 +220,15 @@ class Fetcher:
             self._cond.notify(len(got))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
-        if self.solo:
-            got = self.scripts.fetch(self.identity, [], want, acks, quarantine=True)
-            self._backoff.ok()
-            return [self._suspect(raw) for _, raw in got.jobs]
-        names = self._order()
-        fetched = self.scripts.fetch(self.identity, names, want, acks)
+        names = [] if self.solo else self._order()
+        fetched = self.scripts.fetch(self.identity, names, want, acks, quarantine=self.solo)
+        if fetched.jobs and self.wait_replicas:
+            self._wait(self.redis.wait(self.wait_replicas, self._wait_ms))
         self._backoff.ok()
         for index, error in fetched.broken:
             self._report_broken(names[index], error)
+        if self.solo:
+            return [self._suspect(raw) for _, raw in fetched.jobs]
         return [Work(raw, names[index]) for index, raw in fetched.jobs]
 
     def _report_broken(self, name: str, error: str) -> None:
@@ -220,6 +242,19 @@ class Fetcher:
     def _suspect(raw: bytes) -> Work:
         """A job from the quarantine list, with its own queue ("" if undecodable: it goes to dead)."""
         return Work(raw, payload.queue_of(raw) or "")
+
+    def _wait(self, acked: int) -> None:
+        """After WAIT: too few replicas is logged (once a minute); the jobs run anyway (a failover now
+        could make them run twice, never lose them)."""
+        now = time.monotonic()
+        if acked < self.wait_replicas and now - self._wait_warned > 60:
+            self._wait_warned = now
+            log.warning(
+                "wait_replicas: fetched jobs reached %d of %d replica(s) within %d ms; running them anyway",
+                acked,
+                self.wait_replicas,
+                self._wait_ms,
+            )
 
     def _forget(self, raws: Sequence[bytes]) -> None:
         for raw in raws:
@@ -308,6 +343,8 @@ class Fetcher:
                 self._in_blmove += 1
             raw: bytes | None = None
             try:
+                if connection.drop_if_stale(conn):
+                    client_id = None  # a new connection, to the new master: a new CLIENT ID
                 if client_id is None:
                     client_id = self._client_id(conn)
                     with self._lock:
@@ -315,6 +352,9 @@ class Fetcher:
                 # Atomic move: the job is in the private list before the reply leaves Redis.
                 conn.send_command("BLMOVE", key, self.inflight, "RIGHT", "LEFT", self.fetch_timeout)  # type: ignore[no-untyped-call]
                 raw = cast("bytes | None", conn.read_response())
+                if raw is not None and self.wait_replicas:
+                    conn.send_command("WAIT", self.wait_replicas, self._wait_ms)  # type: ignore[no-untyped-call]
+                    self._wait(int(conn.read_response()))
                 backoff.ok()
             except connection.RedisError as exc:
                 conn.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next command, new client id

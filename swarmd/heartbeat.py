@@ -28,8 +28,11 @@ from swarmd.version import __version__
 PROCESS_TTL = 60
 
 
-def new_identity(pid: int | None = None) -> str:
-    host = os.environ.get("DYNO") or socket.gethostname()
+def new_identity(pid: int | None = None, hostname: str | None = None) -> str:
+    """``host:pid:hex``: the host is ``hostname`` (the config's ``hostname:`` or ``SWARMD_HOSTNAME``),
+    else Heroku's ``DYNO``, else the machine's name. Swarms on different hosts (or containers that
+    share a host name) must differ here: the identity names each worker's private list."""
+    host = hostname or os.environ.get("DYNO") or socket.gethostname()
     return f"{host}:{pid or os.getpid()}:{os.urandom(6).hex()}"
 
 

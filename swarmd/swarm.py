@@ -37,7 +37,7 @@ from typing import NoReturn
 import setproctitle
 
 from swarmd import connection, control, logs, metrics, recovery, registry, systemd
-from swarmd.config import Config
+from swarmd.config import Config, RedisSettings
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys
@@ -101,7 +101,7 @@ class _MetricsProcess:
     def __init__(self) -> None:
         self.pid: int | None = None
         self.address: str | None = None  # what the running child listens on
-        self.redis: tuple[str, str | None] | None = None  # and the Redis URL and namespace it reads
+        self.redis: tuple[RedisSettings, str | None] | None = None  # and the Redis and namespace it reads
         self.due = 0.0  # no new child before this (monotonic)
         self.delay = METRICS_BACKOFF_S[0]
         self.started = 0.0
@@ -158,7 +158,7 @@ class _Loop:
         kind = " quarantine" if quarantine else ""
         try:
             title = f"swarmd {__version__} {config.tag}{kind} [booting]"
-            pid = self._fork(work, token, title, keep=(ctl_w,), close=(ctl_r,))
+            pid = self._fork(work, token, title, keep=(ctl_w,), close=(ctl_r,), hostname=config.hostname)
         except OSError:
             os.close(ctl_r)
             os.close(ctl_w)
@@ -167,7 +167,7 @@ class _Loop:
         self.pipes[ctl_r] = (pid, bytearray())
         self.fd_of[pid] = ctl_r
         self.sel.register(ctl_r, selectors.EVENT_READ)
-        return pid, _identity(pid, token)
+        return pid, _identity(pid, token, config.hostname)
 
     def recover(self, targets: Sequence[tuple[str, Config]]) -> int:
         """`Supervisor`'s ``recover``: fork a child that recovers these dead workers' in-flight lists
@@ -186,6 +186,7 @@ class _Loop:
         title: str,
         keep: Sequence[int] = (),
         close: Sequence[int] = (),
+        hostname: str | None = None,
     ) -> int:
         """Fork a child that runs ``body(identity)`` and exits with its result; return its pid."""
         if threading.active_count() > 1:
@@ -201,7 +202,7 @@ class _Loop:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
         if pid == 0:
-            self._child(body, _identity(os.getpid(), token), title, keep, close, mask)
+            self._child(body, _identity(os.getpid(), token, hostname), title, keep, close, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
 
@@ -328,8 +329,8 @@ class _Loop:
         m.pid, m.address, m.started, m.told_to_stop = pid, address, time.monotonic(), False
         m.redis = self._metrics_redis()
 
-    def _metrics_redis(self) -> tuple[str, str | None] | None:
-        return None if self.config is None else (self.config.redis_url, self.config.namespace)
+    def _metrics_redis(self) -> tuple[RedisSettings, str | None] | None:
+        return None if self.config is None else (self.config.redis, self.config.namespace)
 
     def _serve_metrics(self, address: str) -> int:
         """The metrics child's body (run by `_fork`, which resets what the supervisor set up)."""
@@ -385,9 +386,9 @@ class _Loop:
         self.metrics.pid = None
 
 
-def _identity(pid: int, token: str) -> str:
+def _identity(pid: int, token: str, hostname: str | None) -> str:
     # Parent and child build the same identity: the child knows its pid, the parent learns it from fork.
-    return f"{new_identity(pid).rsplit(':', 1)[0]}:{token}"
+    return f"{new_identity(pid, hostname).rsplit(':', 1)[0]}:{token}"
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -396,12 +397,12 @@ def _kill(pid: int, sig: int) -> None:
 
 def _recover_lists(targets: Sequence[tuple[str, Config]]) -> int:
     """The recovery child's work: 0 once every list is recovered, 1 if it gave up on some."""
-    clients: dict[tuple[str, str | None], Scripts] = {}
+    clients: dict[tuple[RedisSettings, str | None], Scripts] = {}
     work: list[tuple[Scripts, str]] = []
     for identity, config in targets:  # one client per Redis and namespace (a reload may change them)
-        where = (config.redis_url, config.namespace)
+        where = (config.redis, config.namespace)
         if where not in clients:
-            clients[where] = Scripts(connection.connect(config.redis_url), Keys(config.namespace))
+            clients[where] = Scripts(connection.connect(config.redis), Keys(config.namespace))
         work.append((clients[where], identity))
     try:
         return 1 if recovery.recover_for(work, RECOVERY_FOR_S) else 0
@@ -411,9 +412,9 @@ def _recover_lists(targets: Sequence[tuple[str, Config]]) -> int:
 
 
 def _check_redis(config: Config) -> None:
-    client = connection.connect(config.redis_url)
+    client = connection.connect(config.redis)
     try:
-        connection.check_server(client, config.redis_url)  # RedisUnavailable -> exit 69
+        connection.check_server(client, config.redis)  # RedisUnavailable -> exit 69, a cluster 78
     finally:
         client.close()  # closed before any fork
 

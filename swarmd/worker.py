@@ -81,7 +81,7 @@ class Worker:
             config = dataclasses.replace(config, concurrency=1, labels=(*config.labels, "quarantine"))
             identity = identity or f"{new_identity().rsplit(':', 1)[0]}:{QUARANTINE_TAG}{os.urandom(6).hex()}"
         self.config = config
-        self.identity = identity or new_identity()
+        self.identity = identity or new_identity(hostname=config.hostname)
         self.quarantine = quarantine
         # Whoever recovers this worker's list reads what it was from the identity: they must agree.
         assert is_quarantine_identity(self.identity) == quarantine, self.identity
@@ -113,12 +113,22 @@ class Worker:
             registry.import_require(spec)
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
-            cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
+            cfg.redis, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
         )
-        connection.check_server(redis, cfg.redis_url)
+        connection.check_server(redis, cfg.redis)
         self.scripts = scripts = Scripts(redis, self.keys)
+        # WAIT counts the replicas that have what its own connection wrote: with wait_replicas the
+        # fetcher's scripts go through a client of one connection.
+        wait = cfg.redis.wait_replicas
         self.fetcher = Fetcher(
-            scripts, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout, quarantine=self.quarantine
+            Scripts(connection.single(redis), self.keys) if wait else scripts,
+            self.identity,
+            cfg.queues,
+            cfg.queue_order,
+            cfg.fetch_timeout,
+            wait_replicas=wait,
+            wait_timeout=cfg.redis.wait_timeout,
+            quarantine=self.quarantine,
         )
         self.retrier = Retrier(
             scripts,

@@ -46,6 +46,7 @@ from werkzeug.wrappers import Request, Response
 
 from swarmd import connection, metrics, prometheus
 from swarmd.admin import KINDS, Admin, Entry, Kind, Outcome
+from swarmd.config import RedisSettings
 from swarmd.config import redis_url as resolve_redis_url
 from swarmd.errors import NotFound as AdminNotFound
 from swarmd.version import __version__
@@ -89,18 +90,19 @@ URLS = Map(
 
 
 def create_app(
-    redis_url: str | None = None,
+    redis_url: str | RedisSettings | None = None,
     namespace: str | None = None,
     read_only: bool = False,
     username: str | None = None,
     password: str | None = None,
 ) -> Dashboard:
-    """The dashboard as a WSGI callable. ``redis_url`` None: ``SWARMD_REDIS_URL``, else ``REDIS_URL``,
-    else ``redis://localhost:6379/0`` (the client's rule); ``namespace`` None: ``SWARMD_NAMESPACE`` or
+    """The dashboard as a WSGI callable. ``redis_url``: a URL or `swarmd.config.RedisSettings` (Sentinel,
+    TLS files); None: ``SWARMD_REDIS_URL``, else ``REDIS_URL``, else ``redis://localhost:6379/0`` (the
+    client's rule); ``namespace`` None: ``SWARMD_NAMESPACE`` or
     none. With ``username``, Basic auth is required (``password`` None: ``SWARMD_WEB_PASSWORD``).
     Raises `swarmd.errors.ConfigError` for a malformed URL and `ValueError` for a username without a
     password (or the reverse)."""
-    url = resolve_redis_url(redis_url)
+    url = redis_url if isinstance(redis_url, RedisSettings) else resolve_redis_url(redis_url)
     if namespace is None:
         namespace = os.environ.get("SWARMD_NAMESPACE") or None
     if password is None and username is not None:

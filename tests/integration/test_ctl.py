@@ -191,7 +191,8 @@ def test_status_reads_ruby_sidekiq_process_records(
     assert 2.5 < procs[0]["beat_age_s"] < 10
     assert (procs[1]["rss_kb"], procs[1]["version"]) == (None, "8.1.7")
     code, out, _ = ctl(capsys, "status", "--redis-url", redis_url)
-    row = out.splitlines()[2].split()
+    assert out.splitlines()[2].split() == ["vm:", "2", "processes", "2/9"]  # both on host "vm"
+    row = out.splitlines()[3].split()
     assert row[:6] == [old, "13384", "mytag", "2/4", "29.6", "MB"] and row[-1] == "quiet"
 
 
@@ -203,9 +204,10 @@ def test_status_human_is_a_table(
     code, out, _ = ctl(capsys, "status", "--redis-url", redis_url)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "Processes: 1"
-    assert lines[1].split() == ["IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"]
-    row = lines[2].split()
+    assert lines[0] == "Processes: 1 on 1 host"
+    assert lines[1].split() == ["HOST", "/", "IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"]
+    assert lines[2].split() == [f"{beat.identity.split(':')[0]}:", "1", "process", "3/7"]
+    row = lines[3].split()
     assert row[:4] == [beat.identity, str(os.getpid()), "shop", "3/7"]
     assert row[-1] == "running"
     assert "Queues: 1" in lines

@@ -130,10 +130,10 @@ staging:
 
 
 def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
-    """A setting added to `Config` must be settable from the file (redis_url goes under `redis:`)."""
+    """A setting added to `Config` must be settable from the file (`redis` is the next test's)."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(Config):
-        if field.name in ("path", "environment", "redis_url", "syslog", "queues", "web", "metrics_port"):
+        if field.name in ("path", "environment", "redis", "syslog", "queues", "web", "metrics_port"):
             continue  # structured values: their own tests below
         default = field.default
         if isinstance(default, tuple):
@@ -143,7 +143,8 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
         elif isinstance(default, int | float):
             values[field.name] = default * 3 if field.name != "beat_interval" else 1
         else:
-            values[field.name] = "seven" if field.name in ("pidfile", "logfile", "tag", "namespace") else 7
+            strings = ("pidfile", "logfile", "tag", "namespace", "hostname")
+            values[field.name] = "seven" if field.name in strings else 7
     config = load(tmp_path, yaml.safe_dump(values))
     for name, value in values.items():
         got = getattr(config, name)
@@ -457,7 +458,10 @@ def test_tag_from_file_beats_directory(tmp_path: Path) -> None:
         ("Redis: {url: 'redis://x'}\n", "Redis: unknown key (did you mean 'redis'?)"),
         ("redis_url: redis://x\n", "redis_url: unknown key (write the URL as redis: {url: ...})"),
         ("redis: {uri: 'redis://x'}\n", "redis.uri: unknown key (did you mean 'url'?)"),
-        ("redis: 'redis://x'\n", "redis: expected a mapping with url and/or namespace, got 'redis://x'"),
+        (
+            "redis: 'redis://x'\n",
+            "redis: expected a mapping ({url: ...} or {sentinels: [...], master_name: ...}), got 'redis://x'",
+        ),
         (
             "redis: {url: 'http://u:hunter2@x'}\n",
             "redis.url: expected a redis://, rediss:// or unix:// URL, got 'http://u:***@x'",
