@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict swarmd
+	$(BIN)/mypy --strict swarmd tests
 
 # Includes the short chaos campaign (tests/chaos); loadgroup keeps each xdist_group on one worker.
 test: lint

@@ -6,13 +6,19 @@ Prints jobs/s (from the first job to the last, and from process start), Redis co
 trips per job (from ``INFO commandstats``), and worker CPU per job.
 
     python benchmarks/throughput.py [--jobs 100000] [--processes 1] [--concurrency 10] [--runs 3]
+    python benchmarks/throughput.py --sentinel [--wait-replicas 1] [...]
 
-Uses ``REDIS_URL`` if set, else a private redis-server (see swarmd.devredis).
+Uses ``REDIS_URL`` if set, else a private redis-server (see swarmd.devredis). ``--sentinel`` starts a
+master, a replica and 3 Sentinels on loopback (tests/sentinelkit.py; needs redis-sentinel) and runs
+each round twice, alternating: once with the master's TCP address as URL, once through Sentinel
+(``redis: {sentinels, master_name}``), and prints both and their ratio. ``--wait-replicas N`` adds
+``wait_replicas: N`` to both (WAIT after every enqueue and every fetch that moved jobs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -21,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from typing import Any
 
 import redis
 
@@ -70,10 +77,19 @@ def children_cpu(pid: int) -> float:
     return total
 
 
-def run_once(url: str, jobs: int, processes: int, concurrency: int, workdir: str) -> dict[str, float]:
+def run_once(
+    url: str,
+    jobs: int,
+    processes: int,
+    concurrency: int,
+    workdir: str,
+    redis_section: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """One round; ``redis_section`` (a config's ``redis:``) instead of ``--redis-url``, if given (``url``
+    still names the master, for FLUSHALL and the counters)."""
     r = redis.Redis.from_url(url)
     r.flushall()
-    client = swarmd.Client(url)
+    client = swarmd.Client(redis_section or url)
     sys.path.insert(0, workdir)
     from benchjobs import noop  # type: ignore[import-not-found]
 
@@ -85,7 +101,12 @@ def run_once(url: str, jobs: int, processes: int, concurrency: int, workdir: str
     before = commandstats(r)
     log = open(os.path.join(workdir, "swarmd.log"), "w")  # noqa: SIM115
     cmd = [sys.executable, "-m", "swarmd", "-r", "benchjobs", "-c", str(concurrency), "-p", str(processes)]
-    cmd += ["--redis-url", url, "-g", "bench"]
+    if redis_section is None:
+        cmd += ["--redis-url", url, "-g", "bench"]
+    else:
+        with open(os.path.join(workdir, "swarmd.yml"), "w") as f:
+            json.dump({"redis": redis_section}, f)  # JSON is YAML
+        cmd += ["-C", "swarmd.yml", "-g", "bench"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=workdir, stderr=log, stdout=log, start_new_session=True)
     first = None
@@ -119,13 +140,61 @@ def run_once(url: str, jobs: int, processes: int, concurrency: int, workdir: str
     }
 
 
+def summarize(title: str, results: list[dict[str, float]]) -> dict[str, float]:
+    print(title)
+    medians = {}
+    for key in results[0]:
+        values = [res[key] for res in results]
+        medians[key] = statistics.median(values)
+        print(f"  {key:22} median {medians[key]:10.2f}   [{min(values):.2f} - {max(values):.2f}]")
+    return medians
+
+
+def sentinel_rounds(args: argparse.Namespace, workdir: str) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.sentinelkit import SentinelKit
+
+    extra = {"wait_replicas": args.wait_replicas} if args.wait_replicas else {}
+    with SentinelKit() as kit:
+        master = kit.master()
+        url = f"redis://127.0.0.1:{master.port}/0"
+        direct: list[dict[str, float]] = []
+        through: list[dict[str, float]] = []
+        for _ in range(args.runs):  # alternating, so that a noisy neighbour hurts both alike
+            direct.append(
+                run_once(url, args.jobs, args.processes, args.concurrency, workdir, {"url": url, **extra})
+            )
+            through.append(
+                run_once(url, args.jobs, args.processes, args.concurrency, workdir, kit.settings(**extra))
+            )
+    head = f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
+    head += f"concurrency {args.concurrency}, {args.runs} run(s) each" + (
+        f", wait_replicas {args.wait_replicas}" if extra else ""
+    )
+    print(head)
+    a = summarize(f"direct: {url}", direct)
+    b = summarize("through Sentinel: 1 master, 1 replica, 3 Sentinels", through)
+    jobs, enqueue = b["jobs_s"] / a["jobs_s"], b["enqueue_jobs_s"] / a["enqueue_jobs_s"]
+    print(f"Sentinel / direct: jobs_s {jobs:.3f}, enqueue_jobs_s {enqueue:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--sentinel", action="store_true", help="direct vs through Sentinel (needs redis-sentinel)"
+    )
+    ap.add_argument("--wait-replicas", type=int, default=0, help="with --sentinel: wait_replicas for both")
     args = ap.parse_args()
+    if args.sentinel:
+        with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
+            with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
+                f.write(JOB_MODULE)
+            sentinel_rounds(args, workdir)
+        return
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
         with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
             f.write(JOB_MODULE)

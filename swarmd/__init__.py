@@ -7,11 +7,13 @@
 
     resize.perform_async("a.png", 100)
 
-Run them with ``swarmd -r myapp.jobs``.
+Run them with ``swarmd -r myapp.jobs``. In your app's tests, ``swarmd.testing.fake()`` records jobs
+and ``swarmd.testing.inline()`` runs them in process.
 """
 
 from __future__ import annotations
 
+from swarmd import testing  # `swarmd.testing.fake()` works after a plain `import swarmd`
 from swarmd.client import Client, configure, delay, push
 from swarmd.errors import (
     BootError,
@@ -24,6 +26,7 @@ from swarmd.errors import (
     SwarmdError,
     UnknownJob,
 )
+from swarmd.hooks import client_middleware
 from swarmd.registry import JobFunction, job
 from swarmd.version import __version__
 
@@ -40,8 +43,10 @@ __all__ = [
     "SwarmdError",
     "UnknownJob",
     "__version__",
+    "client_middleware",
     "configure",
     "delay",
     "job",
     "push",
+    "testing",
 ]

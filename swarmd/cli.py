@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from swarmd import logs
-from swarmd.config import Config, load_config, parse_queue
+from swarmd.config import Config, hide_argv_passwords, load_config, parse_queue
 from swarmd.errors import ConfigError, ExitCode, SwarmdError
 from swarmd.version import __version__ as VERSION
 
@@ -21,8 +21,9 @@ log = logging.getLogger("swarmd")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE), f"swarmd: error: {message}\n")
+        """One line, as every other mistake: ``swarmd: error: <what> (see swarmd --help)``, exit 2."""
+        message = " ".join(message.split())
+        self.exit(int(ExitCode.USAGE), f"swarmd: error: {message} (see swarmd --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--syslog", nargs="?", const=True, metavar="IDENT", help="log to syslog (identifier default: swarmd)"
     )
     p.add_argument("--redis-url", metavar="URL")
+    p.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus /metrics there (a port alone: on 127.0.0.1)",
+    )
     p.add_argument("-V", "--version", action="version", version=f"swarmd {VERSION}")
     return p
 
@@ -74,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "logfile": args.logfile,
         "redis_url": args.redis_url,
         "require": args.require,
+        "metrics_port": args.metrics_port,
     }
     if args.queue:
         try:
@@ -93,6 +100,8 @@ def setup_logs(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    if argv is None:  # the real command line (tests call main(argv) in their own process)
+        hide_argv_passwords()
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

@@ -15,11 +15,21 @@ the matching ``SWARMD_*`` variable.
 Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TIMEOUT``, ``_MAX_MEMORY_MB``;
 ``SWARMD_QUEUES``: items separated by spaces, each ``name`` or ``name,weight`` (``"critical,3 low"``);
 ``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
-``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables,
-0/false disables, anything else is the ident (facility and address from the file are kept).
-Redis URL: flag > ``SWARMD_REDIS_URL`` > file ``redis.url`` > ``REDIS_URL`` > ``redis://localhost:6379/0``;
-SPEC 1.3 lists the file before ``SWARMD_REDIS_URL``, but the general rule (file < ``SWARMD_*`` < flags)
-wins over that sentence, so ``SWARMD_REDIS_URL`` beats the file.
+``_HOSTNAME``, ``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``:
+1/true enables, 0/false disables, anything else is the ident (facility and address from the file are
+kept).
+Redis (`RedisSettings`, the ``redis:`` section): where it is, flag > ``SWARMD_REDIS_URL`` > the file's
+``redis.url`` or ``redis.sentinels`` (an environment section's choice replaces the top level's) >
+``REDIS_URL`` > ``redis://localhost:6379/0`` (`redis_url`, shared with the client, is that rule for a
+URL); the other keys (passwords, ``db``, TLS files, ``wait_replicas``) apply to whichever wins. All of
+it is checked when loaded (a port that is no number, an unknown query parameter, a Sentinel without
+``master_name``, a TLS file that does not exist, a TLS key without TLS: one line and exit 78, never a
+traceback at connect time).
+
+The file is read only if it is a regular file (a FIFO would block), within the bounds of `_Loader`
+(nesting, integer length, alias expansion); a ``pidfile`` or ``logfile`` that exists must be a regular
+file too. The default ``tag`` is the name of the working directory's `app_dir` (Capistrano's
+``current`` and ``releases/<number>`` stand for the app's directory).
 
 Every problem is a `ConfigError` of one line, ``<file>: <key.path>: expected ..., got ...``, located by
 the variable's name for ``SWARMD_*`` and by the flag (``--concurrency``) for ``overrides``.
@@ -33,16 +43,41 @@ import enum
 import math
 import os
 import re
+import stat
+import sys
+import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import setproctitle
 import yaml
 
 from swarmd.errors import ConfigError
 from swarmd.syslogsink import InvalidTarget, facility_code, parse_address
 
-__all__ = ["Config", "QueueOrder", "QueueSpec", "SyslogConfig", "load_config", "parse_queue", "redact_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "Config",
+    "QueueOrder",
+    "QueueSpec",
+    "RedisSettings",
+    "SyslogConfig",
+    "WebConfig",
+    "app_dir",
+    "default_tag",
+    "format_address",
+    "hide_argv_passwords",
+    "load_config",
+    "parse_host_port",
+    "parse_queue",
+    "redact_argv",
+    "redact_url",
+    "redis_settings",
+    "redis_url",
+]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 @dataclass(frozen=True)
@@ -64,6 +99,73 @@ class SyslogConfig:
     address: str = "/dev/log"  # a path (unix datagram), "@name" (abstract unix) or "host:port" (udp)
 
 
+CERT_REQS = ("required", "optional", "none")
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where Redis is and how to talk to it: the config's ``redis:`` section, checked.
+
+    Either a URL (``url``), or Sentinel: ``sentinels`` ((host, port) pairs) and ``master_name``, in
+    which case ``url`` is unused. The other fields apply to both: in URL mode a value the URL itself
+    carries (its password, its database) wins, as in redis-py. `swarmd.connection.connect` turns this
+    into a client; passwords never appear in ``repr`` or `describe`.
+    """
+
+    url: str = DEFAULT_REDIS_URL
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    db: int | None = None
+    ssl: bool = False  # TLS with Sentinel (to the Sentinels and to the master); a URL says rediss://
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str | None = None  # one of CERT_REQS; redis-py's default is "required"
+    wait_replicas: int = 0  # WAIT for this many replicas after an enqueue and after a fetch
+    wait_timeout: float = 1.0  # seconds WAIT may block
+
+    @property
+    def is_sentinel(self) -> bool:
+        return bool(self.sentinels)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl if self.is_sentinel else self.url.startswith("rediss://")
+
+    def describe(self) -> str:
+        """Where Redis is, for logs and messages: the URL redacted, or the Sentinels and master name."""
+        if not self.is_sentinel:
+            return redact_url(self.url)
+        hosts = ",".join(_host_port(host, port) for host, port in self.sentinels)
+        tls = " (TLS)" if self.ssl else ""
+        return f"master {self.master_name!r} via Sentinel {hosts}{tls}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The ``web:`` section, read by ``swarmctl web``: where it listens and who may use it."""
+
+    bind: str = "127.0.0.1:7433"  # HOST:PORT; off loopback only with username and password set
+    username: str | None = None
+    password: str | None = None  # also SWARMD_WEB_PASSWORD (which wins)
+    read_only: bool = False
+
+    def __repr__(self) -> str:  # a config is logged and printed: never its password
+        secret = None if self.password is None else "***"
+        return f"WebConfig(bind={self.bind!r}, username={self.username!r}, password={secret!r}, " + (
+            f"read_only={self.read_only!r})"
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     path: str | None  # the config file actually read (None if none)
@@ -79,8 +181,9 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     syslog: SyslogConfig | None = None
-    redis_url: str = "redis://localhost:6379/0"
+    redis: RedisSettings = RedisSettings()
     namespace: str | None = None
+    hostname: str | None = None  # the host part of worker identities (else the machine's name)
     max_memory_mb: int | None = None
     heartbeat_timeout: float = 60.0  # supervisor kills a worker silent this long
     preload: bool = False
@@ -98,6 +201,8 @@ class Config:
     crash_limit: int = 10  # crashes ...
     crash_window: float = 60.0  # ... within this window -> supervisor exits 70
     memory_check_interval: float = 5.0
+    metrics_port: str | None = None  # "HOST:PORT" the swarm serves Prometheus /metrics on (None: off)
+    web: WebConfig = WebConfig()
 
     @property
     def queue_order(self) -> QueueOrder:
@@ -107,8 +212,14 @@ class Config:
             return QueueOrder.STRICT
         return QueueOrder.RANDOM if weights == {1} else QueueOrder.WEIGHTED
 
+    @property
+    def redis_url(self) -> str:
+        """The URL of `redis` (unused in Sentinel mode: build clients from `redis`, never from this)."""
+        return self.redis.url
+
     def redacted_redis_url(self) -> str:
-        return redact_url(self.redis_url)
+        """Where Redis is, password hidden (`RedisSettings.describe`)."""
+        return self.redis.describe()
 
 
 class _Text(str):
@@ -124,22 +235,28 @@ _INTS = dict(concurrency=1, processes=1, max_memory_mb=1, max_retries=0, dead_ma
 _NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "poll_interval", "fetch_timeout"}
 _NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
 _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
-_NULLABLE_STRS = {"pidfile", "logfile", "namespace"}
-_OTHERS = {"tag", "redis_url", "queues", "syslog"}
+_NULLABLE_STRS = {"pidfile", "logfile", "namespace", "hostname"}
+_OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web"}
 _SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
 _ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
 _FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
 _ENV_NAMES = (
     _NULLABLE_STRS | _OTHERS | {"concurrency", "processes", "max_memory_mb", "timeout", "verbose", "require"}
 )
-_ENV_VARS = {f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES)}
+_ENV_VARS = {
+    f"SWARMD_{name.upper()}": name for name in sorted(_ENV_NAMES - {"redis_url", "web"})
+}  # see redis_url()
 
 
 def _fail(where: str, expected: str, value: Any) -> ConfigError:
     if value is None or isinstance(value, bool):
         got = {None: "null", True: "true", False: "false"}[value]
+    elif isinstance(value, int) and value.bit_length() > 64:  # str() of a huge int raises ValueError
+        got = f"an integer of {value.bit_length()} bits"
     elif isinstance(value, str | int | float):
         got = repr(value)
+        if len(got) > 100:  # one readable line, even for a 5,000-digit number
+            got = f"{got[:80]}... ({len(str(value))} characters)"
     elif isinstance(value, list | tuple):
         got = "a list" if value else "an empty list"
     else:
@@ -157,7 +274,8 @@ def _unknown(where: str, key: str, choices: Any) -> ConfigError:
 def _int(value: Any, where: str, minimum: int, what: str = "an integer", null: bool = False) -> int | None:
     if value is None and null:
         return None
-    number = int(value) if isinstance(value, _Text) and re.fullmatch(r"\s*[-+]?\d+\s*", value) else value
+    # At most 30 digits: int() refuses strings beyond 4,300 digits with a ValueError of its own.
+    number = int(value) if isinstance(value, _Text) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value) else value
     if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
         raise _fail(where, f"{what} >= {minimum}" + (" or null" if null else ""), value)
     return number
@@ -174,7 +292,10 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
                 number = float(value)
         if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number < math.inf:
             raise _fail(where, "a number > 0", value)
-        return float(number)
+        try:
+            return float(number)
+        except OverflowError:  # an int beyond float's range
+            raise _fail(where, "a number > 0 that fits a float", value) from None
     if name in _BOOLS:
         if not isinstance(flag := value.flag() if isinstance(value, _Text) else value, bool):
             raise _fail(where, "true or false", value)
@@ -193,12 +314,20 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
         return _queues(value, where)
     if name == "syslog":
         return _syslog(value, where, current)
+    if name == "metrics_port":
+        return metrics_address(value, where)
+    if name == "web":
+        return _web(value, where, current)
     if name in _NULLABLE_STRS and value in (None, ""):
         return None
     if not isinstance(value, str):
         raise _fail(where, "a string or null" if name in _NULLABLE_STRS else "a string", value)
-    if name == "redis_url" and not re.match(r"(rediss?|unix)://", value, re.IGNORECASE):
-        raise _fail(where, "a redis://, rediss:// or unix:// URL", redact_url(value))
+    if name == "redis_url":
+        return _check_redis_url(value, where)
+    if name == "hostname" and (
+        len(value) > 255 or not re.fullmatch(r"[^\s:]+", value) or not value.isprintable()
+    ):
+        raise _fail(where, "a host name without ':', spaces or control characters (at most 255)", value)
     return str(value)
 
 
@@ -267,6 +396,58 @@ def _syslog(value: Any, where: str, current: SyslogConfig | None) -> SyslogConfi
     return replace(config, facility=config.facility.lower())
 
 
+def parse_host_port(value: Any, where: str, default_host: str) -> tuple[str, int]:
+    """``PORT``, ``HOST:PORT`` or ``[IPV6]:PORT`` as (host, port); `ConfigError` otherwise."""
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    host, port_text = default_host, text
+    if text is not None and ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host or not host:
+            port_text = None
+    if port_text is None or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise _fail(where, "PORT or HOST:PORT with a port from 1 to 65535", value)
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def metrics_address(value: Any, where: str) -> str | None:
+    """``metrics_port``: null/false (off), a port (on 127.0.0.1) or ``HOST:PORT``, as ``"HOST:PORT"``."""
+    if value is None or value is False or (isinstance(value, _Text) and value.flag() is False):
+        return None
+    return format_address(*parse_host_port(value, where, "127.0.0.1"))
+
+
+def _web(value: Any, where: str, current: WebConfig | None) -> WebConfig:
+    if value is None:
+        return current or WebConfig()
+    if not isinstance(value, dict):
+        raise _fail(where, "a mapping of bind/username/password/read_only", value)
+    config = current or WebConfig()
+    for key in value:
+        sub = f"{where}.{key}"
+        item = value[key]
+        if key == "bind":
+            config = replace(config, bind=format_address(*parse_host_port(item, sub, "127.0.0.1")))
+        elif key in ("username", "password"):
+            if item is not None and (not isinstance(item, str) or not item):
+                raise _fail(sub, "a non-empty string or null", item)
+            text = None if item is None else str(item)
+            config = replace(config, username=text) if key == "username" else replace(config, password=text)
+        elif key == "read_only":
+            flag = item.flag() if isinstance(item, _Text) else item
+            if not isinstance(flag, bool):
+                raise _fail(sub, "true or false", item)
+            config = replace(config, read_only=flag)
+        else:
+            raise _unknown(sub, key, ("bind", "username", "password", "read_only"))
+    return config
+
+
 def _keys(node: dict[Any, Any], prefix: str) -> dict[str, Any]:
     """One mapping level, Sidekiq's ``:key`` read as ``key``; `prefix` is ``"<file>: "`` or ``"<where>."``."""
     out: dict[str, Any] = {}
@@ -310,24 +491,122 @@ def _layer(data: dict[str, Any], loc: str, env: Mapping[str, str]) -> dict[str, 
             raise _unknown(where, key, _FILE_KEYS)
         value = _walk(value, where, env)
         if key == "redis" and not isinstance(value, dict):
-            raise _fail(where, "a mapping with url and/or namespace", value)
+            raise _fail(where, "a mapping ({url: ...} or {sentinels: [...], master_name: ...})", value)
         for sub, sub_value in value.items() if key == "redis" else [("", value)]:
             name = {"": _ALIASES.get(key, key), "url": "redis_url", "namespace": "namespace"}.get(sub)
+            if name is None and sub in _REDIS_KEYS:
+                name = f"redis.{sub}"
             item_where = f"{where}.{sub}" if sub else where
             if name is None:
-                raise _unknown(item_where, sub, ("url", "namespace"))
+                raise _unknown(item_where, sub, _REDIS_KEYS | {"url", "namespace"})
             if name in out:
                 other = out[name][1].split(": ")[-1]
                 raise ConfigError(f"{item_where}: expected {name} to be set once, got it also at {other}")
             out[name] = (sub_value, item_where)
+    if "redis_url" in out and "redis.sentinels" in out:
+        raise ConfigError(
+            f"{out['redis.sentinels'][1]}: expected either redis.url or redis.sentinels, got both"
+        )
     out.pop("strict", None)
     return out
 
 
+MAX_DEPTH = 64
+"""Deepest nesting a config file may have (aliases included); a real one has 4 levels."""
+MAX_NODES = 100_000
+"""Most values a config file may expand to, each alias counted with everything it stands for."""
+_MAX_INT_CHARS = 40
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader within the bounds of a config file.
+
+    Unbounded, a hostile or broken file costs a traceback or the machine: PyYAML composes nested
+    collections recursively (a RecursionError at about 1,000 levels), `int()` refuses strings beyond
+    4,300 digits with a bare ValueError, and a few lines of nested aliases (a "billion laughs") stand
+    for 10^9 values, which `_walk` would copy one by one. So nesting stops at `MAX_DEPTH`, an integer at
+    `_MAX_INT_CHARS` characters, and a document whose aliases expand beyond `MAX_NODES` values, or refer
+    to themselves, is refused before anything is constructed. Each is a MarkedYAMLError naming the line.
+    """
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        if len(text) > _MAX_INT_CHARS:
+            problem = f"an integer of {len(text)} characters (at most {_MAX_INT_CHARS})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that expands beyond `MAX_NODES` values or `MAX_DEPTH` levels, or has a cycle."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) it expands to
+    active: set[int] = set()
+
+    def measure(node: yaml.Node) -> tuple[int, int]:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if key in active:
+            raise yaml.composer.ComposerError(None, None, "an alias inside its own anchor", node.start_mark)
+        active.add(key)
+        values, levels = 1, 0
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        for child in children:
+            child_values, child_levels = measure(child)
+            values, levels = values + child_values, max(levels, child_levels + 1)
+            if values > MAX_NODES or levels > MAX_DEPTH:
+                what = f"{MAX_NODES} values" if values > MAX_NODES else f"{MAX_DEPTH} levels"
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand to more than {what}", node.start_mark
+                )
+        active.discard(key)
+        done[key] = (values, levels)
+        return values, levels
+
+    measure(root)
+
+
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes; anything but a regular file is refused before a blocking read (a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: expected a regular config file, got {_file_kind(mode)}")
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     try:
-        with open(path, "rb") as fh:
-            doc = yaml.safe_load(fh)
+        doc = yaml.load(_read_bytes(path), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
@@ -337,6 +616,8 @@ def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str,
         raise ConfigError(f"{path}: {line}invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, OverflowError) as exc:  # a constructor's own error: a date such as 2026-13-45
+        raise ConfigError(f"{path}: invalid YAML value: {' '.join(str(exc).split())}") from None
     if not isinstance(doc := {} if doc is None else doc, dict):
         raise _fail(path, "a mapping at the top level", doc)
     top, section = {}, {}
@@ -349,15 +630,56 @@ def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str,
             section = _keys(value or {}, f"{path}: {key}.")
         elif difflib.get_close_matches(key, _FILE_KEYS, n=1, cutoff=0.8):  # `Redis:` is a typo, not an env
             raise _unknown(f"{path}: {key}", key, _FILE_KEYS)
-    return _layer(top, f"{path}: ", env) | _layer(section, f"{path}: {environment}.", env)
+    top_layer = _layer(top, f"{path}: ", env)
+    section_layer = _layer(section, f"{path}: {environment}.", env)
+    if section_layer.keys() & {"redis_url", "redis.sentinels"}:
+        # The section picks where Redis is (a URL or Sentinels); the top level's other choice goes.
+        top_layer.pop("redis_url", None)
+        top_layer.pop("redis.sentinels", None)
+    return top_layer | section_layer
 
 
-def _default_tag(cwd: str) -> str:
-    """The directory's name, or ``<app>`` for Capistrano's ``<app>/releases/<stamp>`` (as Sidekiq)."""
-    name, parent = os.path.basename(real := os.path.realpath(cwd)), os.path.dirname(real)
-    if re.match(r"[0-9]", name) and os.path.basename(parent) == "releases":
-        return os.path.basename(os.path.dirname(parent)) or name
-    return name
+def app_dir(path: str) -> str:
+    """The app's directory for a working directory `path`: `path` itself, except in a Capistrano layout.
+
+    ``<app>/current`` (the symlink a unit's WorkingDirectory names) and ``<app>/releases/<release>``
+    where the release's name starts with a digit (what ``current`` resolves to: Capistrano's
+    timestamps, Mina's and Deployer's numbers) are ``<app>``. This is Sidekiq's rule (it tags a
+    ``releases/<number>`` directory with the app's name), plus ``current``, so the daemon (which sees the
+    resolved release) and `swarmctl unit` (which sees ``current``) agree. ``<app>/releases/v2`` is not a
+    Capistrano release, and stays ``v2``. Purely lexical: `path` is normalized, not resolved.
+    """
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if name == "current" and os.path.basename(parent):
+        return parent
+    app = os.path.dirname(parent)
+    if name[:1].isdigit() and os.path.basename(parent) == "releases" and os.path.basename(app):
+        return app
+    return path
+
+
+def default_tag(path: str) -> str:
+    """The default `tag` for working directory `path`: the name of its `app_dir` (``swarmd`` for ``/``)."""
+    return os.path.basename(app_dir(path)) or "swarmd"
+
+
+def _check_regular_file(path: str, where: str) -> None:
+    """Refuse a pidfile or logfile path that exists and is not a regular file: opening a FIFO blocks
+    until a reader comes, and a device or directory is never what was meant. A missing one is created
+    later; a symlink is refused when it is opened (O_NOFOLLOW)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{where}: expected a regular file, got {_file_kind(st.st_mode)} at {path}")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+    kinds |= {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def load_config(
@@ -381,20 +703,26 @@ def load_config(
     def apply(name: str, value: Any, where: str) -> None:
         settings[name], wheres[name] = _convert(name, value, where, settings.get(name)), where
 
-    for name, (value, where) in (_read_file(path, environment, env) if path else {}).items():
+    from_file = _read_file(path, environment, env) if path else {}
+    redis_file = {name: from_file.pop(name) for name in list(from_file) if name.startswith("redis")}
+    for name, (value, where) in from_file.items():
         apply(name, value, where)
-    if "redis_url" not in settings and env.get("REDIS_URL"):
-        apply("redis_url", _Text(env["REDIS_URL"]), "REDIS_URL")
     for var, name in _ENV_VARS.items():
         if env.get(var):
             apply(name, _Text(env[var]), var)
-    for name, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    flag_url = overrides.pop("redis_url", None)
+    for name, value in overrides.items():
         if name not in _SETTINGS:
             raise ConfigError(f"overrides: {name}: unknown setting")
         if value is not None:
             flag = "--queue" if name == "queues" else f"--{name.replace('_', '-')}"
             apply(name, _Text(value) if isinstance(value, str) else value, flag)
-    settings.setdefault("tag", _default_tag(os.getcwd() if cwd is None else cwd))
+    settings["redis"] = _redis_settings(flag_url, "--redis-url", redis_file, env, cwd)
+    settings.setdefault("tag", default_tag(os.path.realpath(os.getcwd() if cwd is None else cwd)))
+    for name in ("pidfile", "logfile"):
+        if settings.get(name):
+            _check_regular_file(os.path.join(cwd or "", settings[name]), wheres[name])
     config = Config(path=path, environment=environment, **settings)
     # The liveness key must outlive a beat interval (else a live worker looks dead between two
     # beats) plus a blocking fetch (else a frozen worker's BLMOVE, still blocked in Redis after its
@@ -420,3 +748,255 @@ def redact_url(url: str) -> str:
     if at and ":" in userinfo:
         head = f"{scheme}{slashes}{userinfo.partition(':')[0]}:***@{hostinfo}"
     return head + qmark + re.sub(r"((?:^|&)password=)[^&]*", r"\1***", query, flags=re.IGNORECASE)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line with the password of every URL in it redacted (for the process title)."""
+    return [redact_url(arg) if "://" in arg else arg for arg in argv]
+
+
+def hide_argv_passwords() -> None:
+    """Set the process title to the command line with URL passwords redacted, if it holds any.
+
+    ``--redis-url redis://:secret@...`` would otherwise show in ``ps`` and /proc/<pid>/cmdline until
+    swarmd's supervisor sets its own title, for as long as a mute Redis keeps it waiting, and for the
+    whole run of ``swarmctl``. `swarmd` and `swarmctl` call this first thing, before any network I/O;
+    the environment (``SWARMD_REDIS_URL``) and the config file are the places for a password.
+    """
+    argv = list(sys.orig_argv or sys.argv)
+    redacted = redact_argv(argv)
+    if redacted != argv:
+        setproctitle.setproctitle(" ".join(redacted))
+
+
+# -- the Redis URL -----------------------------------------------------------------------------------
+
+# Query parameters redis-py reads from a URL, by the type it converts them to. Others are refused:
+# redis-py would hand them to the connection class as keyword arguments (a TypeError at the first
+# command), and some would undo what swarmd sets on purpose (socket_timeout must outlast a blocking
+# fetch, decode_responses must stay off, retries must stay off: see swarmd/connection.py).
+_URL_INTS = {"db", "health_check_interval", "ssl_min_version"}
+_URL_STRS = {"username", "password", "client_name"}
+_URL_TLS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password"}
+_URL_TLS |= {"ssl_check_hostname", "ssl_min_version"}
+_URL_SWARMD = {"socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry_on_timeout"}
+_URL_SWARMD |= {"retry_on_error", "max_connections", "decode_responses", "protocol", "timeout"}
+
+
+def redis_url(
+    given: str | None = None,
+    *,
+    where: str = "redis_url",
+    file: tuple[Any, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The Redis URL to use, checked; the one precedence rule of the daemon and the client.
+
+    ``given`` (``--redis-url``, or the argument of `swarmd.Client`/`swarmd.configure`, named by
+    ``where``) > ``SWARMD_REDIS_URL`` > the config file's ``redis.url`` (``file``: value and where it
+    is, the daemon's only) > ``REDIS_URL`` > ``redis://localhost:6379/0``. Empty strings count as unset.
+    Raises `ConfigError`: one line naming where the URL came from and what is wrong with it, the
+    password redacted.
+    """
+    env = os.environ if env is None else env
+    if given:
+        return _check_redis_url(given, where)
+    if env.get("SWARMD_REDIS_URL"):
+        return _check_redis_url(env["SWARMD_REDIS_URL"], "SWARMD_REDIS_URL")
+    if file is not None:
+        return _check_redis_url(*file)
+    if env.get("REDIS_URL"):
+        return _check_redis_url(env["REDIS_URL"], "REDIS_URL")
+    return DEFAULT_REDIS_URL
+
+
+def _check_redis_url(value: Any, where: str) -> str:
+    """`value` if redis-py will connect to what it says (else a `ConfigError`); the scheme lowercased.
+
+    redis-py itself raises a bare ValueError for some mistakes (a port that is no number) and silently
+    ignores others (``redis://host/notadb`` is db 0), so the URL is checked here, by the same rules.
+    Messages show the URL redacted, never a piece cut out of it: a password holding ``/`` cuts the
+    URL in unexpected places.
+    """
+    if not isinstance(value, str):
+        raise _fail(where, "a redis://, rediss:// or unix:// URL", value)
+    shown = redact_url(value)
+
+    def bad(expected: str) -> ConfigError:
+        hint, rest = "", value.partition("//")[2]
+        if "@" in rest[len(rest.split("/")[0].split("?")[0].split("#")[0]) :]:
+            hint = " (percent-encode '/', '?', '#' and '@' in a password: %2F %3F %23 %40)"
+        return ConfigError(f"{_fail(where, expected, shown)}{hint}")
+
+    scheme, colon_slashes, rest = value.partition("://")
+    if not colon_slashes or scheme.lower() not in ("redis", "rediss", "unix"):
+        raise _fail(where, "a redis://, rediss:// or unix:// URL", shown)
+    text = f"{scheme.lower()}://{rest}"
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise bad("a URL without spaces or control characters")
+    try:
+        url = urllib.parse.urlsplit(text)
+    except ValueError:
+        raise bad("a well-formed URL (an IPv6 address goes in [brackets])") from None
+    if url.fragment or text.endswith("#"):
+        raise bad("a URL without '#'")
+    try:
+        port = url.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise bad("a port number 1-65535 after the host")
+    if url.scheme == "unix":
+        if url.hostname or not url.path.startswith("/"):
+            raise bad("unix:///absolute/path/to/redis.sock (three slashes)")
+    elif url.path not in ("", "/") and not re.fullmatch(r"/\d{1,9}/?", url.path):
+        raise bad("a database number after the host (redis://host:6379/0)")
+    for name, values in urllib.parse.parse_qs(url.query, keep_blank_values=True).items():
+        if name in _URL_SWARMD:
+            raise bad(f"no {name!r} in the query (swarmd sets it)")
+        if name in _URL_TLS and url.scheme != "rediss":
+            raise bad(f"no {name!r} in the query of a non-TLS URL (use rediss://)")
+        if name not in _URL_INTS | _URL_STRS | _URL_TLS:
+            known = ", ".join(sorted(_URL_INTS | _URL_STRS | _URL_TLS))
+            raise bad(f"query parameters among {known}; not {name!r}")
+        if name in _URL_INTS and not re.fullmatch(r"\d{1,9}", values[0]):
+            raise bad(f"a whole number >= 0 for {name!r} in the query")
+    return text
+
+
+# -- the redis: section ------------------------------------------------------------------------------
+
+_REDIS_KEYS = frozenset(
+    {"sentinels", "master_name", "username", "password", "sentinel_username", "sentinel_password", "db"}
+    | {"ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "wait_replicas", "wait_timeout"}
+)
+"""Keys of ``redis:`` besides ``url`` and ``namespace`` (those are settings of their own)."""
+_TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+def redis_settings(
+    section: Mapping[str, Any] | None = None,
+    *,
+    where: str = "redis",
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> RedisSettings:
+    """`RedisSettings` from a mapping spelled like the config file's ``redis:`` section (``url``,
+    ``sentinels``, ``master_name``, ``password``, ``ssl_ca_certs``, ...), for `swarmd.configure` and
+    `swarmd.Client`. Without ``url`` or ``sentinels`` the URL is the client's rule: ``SWARMD_REDIS_URL``
+    > ``REDIS_URL`` > ``redis://localhost:6379/0``. ``namespace`` is not part of it (refused here).
+    Raises `ConfigError` naming ``where.<key>``."""
+    items: dict[str, tuple[Any, str]] = {}
+    for key, value in (section or {}).items():
+        key_where = f"{where}.{key}"
+        if key == "url":
+            items["redis_url"] = (value, key_where)
+        elif key in _REDIS_KEYS:
+            items[f"redis.{key}"] = (value, key_where)
+        else:
+            raise _unknown(key_where, str(key), _REDIS_KEYS | {"url"})
+    if "redis_url" in items and "redis.sentinels" in items:
+        raise ConfigError(f"{where}: expected either url or sentinels, got both")
+    url = items.pop("redis_url", (None, ""))
+    return _redis_settings(url[0], url[1] or f"{where}.url", items, env, cwd)
+
+
+def _redis_settings(
+    given: str | None,
+    given_where: str,
+    items: Mapping[str, tuple[Any, str]],
+    env: Mapping[str, str] | None,
+    cwd: str | None = None,
+) -> RedisSettings:
+    """The settings from ``redis.*`` items (value, where); where Redis is: ``given`` (the flag) >
+    ``SWARMD_REDIS_URL`` > the file (``redis.url`` or ``redis.sentinels``) > ``REDIS_URL`` > default."""
+    env = os.environ if env is None else env
+    opts = {name.removeprefix("redis."): vw for name, vw in items.items() if name != "redis_url"}
+    sentinels = opts.pop("sentinels", (None, ""))
+    values: dict[str, Any] = {}
+    if sentinels[0] is not None and not given and not env.get("SWARMD_REDIS_URL"):
+        values["sentinels"] = _sentinels(*sentinels)
+        name, name_where = opts.get("master_name", (None, sentinels[1].rsplit(".", 1)[0] + ".master_name"))
+        if not isinstance(name, str) or not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise _fail(
+                name_where, "the master's name as Sentinel knows it (sentinel monitor <name> ...)", name
+            )
+        values["master_name"] = str(name)
+    else:
+        values["url"] = redis_url(given, where=given_where, file=items.get("redis_url"), env=env)
+    for key in ("username", "password", "sentinel_username", "sentinel_password"):
+        value, key_where = opts.get(key, (None, ""))
+        if value is not None and not isinstance(value, str):
+            raise _fail(key_where, "a string (quote a password YAML would read as a number)", value)
+        values[key] = str(value) if value else None
+    if "db" in opts:
+        values["db"] = _int(opts["db"][0], opts["db"][1], 0, null=True)
+    if "ssl" in opts:
+        value, key_where = opts["ssl"]
+        flag = value.flag() if isinstance(value, _Text) else value
+        if not isinstance(flag, bool):
+            raise _fail(key_where, "true or false", value)
+        values["ssl"] = flag
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if opts.get(key, (None,))[0] is not None:
+            values[key] = _readable_file(*opts[key], cwd)
+    if "ssl_cert_reqs" in opts and opts["ssl_cert_reqs"][0] is not None:
+        value, key_where = opts["ssl_cert_reqs"]
+        if value not in CERT_REQS:
+            raise _fail(key_where, f"one of {', '.join(CERT_REQS)}", value)
+        values["ssl_cert_reqs"] = str(value)
+    if "wait_replicas" in opts:
+        values["wait_replicas"] = _int(opts["wait_replicas"][0], opts["wait_replicas"][1], 0)
+    if "wait_timeout" in opts:
+        values["wait_timeout"] = _convert("timeout", *opts["wait_timeout"], None)
+    settings = RedisSettings(**values)
+    if not settings.is_sentinel and settings.ssl and not settings.tls:
+        raise _fail(opts["ssl"][1], "false with a redis:// or unix:// URL (for TLS write rediss://)", True)
+    if not settings.tls:
+        for key in _TLS_KEYS:
+            if getattr(settings, key) is not None:
+                wanted = "ssl: true with sentinels" if settings.is_sentinel else "a rediss:// URL"
+                redis = settings.describe()
+                raise ConfigError(
+                    f"{opts[key][1]}: expected TLS ({wanted}) for a TLS setting; Redis is {redis}"
+                )
+    if settings.ssl_keyfile and not settings.ssl_certfile:
+        raise _fail(
+            opts["ssl_keyfile"][1].rsplit(".", 1)[0] + ".ssl_certfile",
+            "the client certificate that goes with ssl_keyfile",
+            None,
+        )
+    return settings
+
+
+def _sentinels(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """``["10.0.0.1:26379", "[::1]:26380", "sentinel-3"]`` or one comma-separated string (a ``${VAR}``)."""
+    items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise _fail(where, 'a list of Sentinel addresses ("host:port")', value)
+    out: list[tuple[str, int]] = []
+    for i, item in enumerate(items):
+        item_where = f"{where}[{i}]" if not isinstance(value, str) else where
+        if not isinstance(item, str) or not item:
+            raise _fail(item_where, 'a Sentinel address "host:port"', item)
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^\s:\[\]/@]+)(?::(\d{1,5}))?", item)
+        port = int((match[2] or match[4] or SENTINEL_PORT) if match else 0)
+        if match is None or not 0 < port < 65536:
+            raise _fail(item_where, 'a Sentinel address "host:port" (IPv6 in [brackets], port 1-65535)', item)
+        out.append((match[1] or match[3], port))
+    if len(set(out)) != len(out):
+        raise _fail(where, "each Sentinel once", value)
+    return tuple(out)
+
+
+def _readable_file(value: Any, where: str, cwd: str | None) -> str:
+    """A TLS file path, checked now: a missing CA file found at the first connection would be a
+    retry loop instead of one line at start."""
+    if not isinstance(value, str) or not value:
+        raise _fail(where, "the path of a PEM file", value)
+    path = os.path.join(cwd or "", os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise _fail(where, "the path of a PEM file", f"{value} (no such file)")
+    if not os.access(path, os.R_OK):
+        raise _fail(where, "a PEM file this user can read", value)
+    return os.path.expanduser(value)

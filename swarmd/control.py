@@ -6,7 +6,11 @@
 - ``beat <busy>``: a sign of life with its busy job count, at every housekeeping tick (at least every
   second): STATUS=, titles, the `heartbeat_timeout` check;
 - ``stopped-remotely``: Stop came from Sidekiq's Web UI or ``swarmctl stop``, so its exit must not be
-  replaced.
+  replaced;
+- ``quarantine``: its scheduler poll found jobs in the quarantine list: the supervisor starts a
+  quarantine worker if none runs;
+- ``recycle``: it asks to be replaced for its jobs' sake; the supervisor answers as to a worker over
+  its memory limit: SIGUSR2 (its running jobs are to blame) and TERM, once a replacement has booted.
 
 `encode` and `decode` are the only code that knows the spelling. A line is ASCII, ends with a newline
 and is far shorter than PIPE_BUF, so a non-blocking write delivers it whole or not at all. `decode`
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "BOOTED",
+    "QUARANTINE",
+    "RECYCLE",
     "STOPPED_REMOTELY",
     "Kind",
     "Message",
@@ -42,6 +48,8 @@ class Kind(enum.Enum):
     BOOTED = "booted"
     BEAT = "beat"
     STOPPED_REMOTELY = "stopped-remotely"
+    QUARANTINE = "quarantine"
+    RECYCLE = "recycle"
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class Message:
 
 BOOTED = Message(Kind.BOOTED)
 STOPPED_REMOTELY = Message(Kind.STOPPED_REMOTELY)
+QUARANTINE = Message(Kind.QUARANTINE)
+RECYCLE = Message(Kind.RECYCLE)
 
 
 def beat(busy: int) -> Message:
@@ -64,7 +74,7 @@ def beat(busy: int) -> Message:
 
 
 _BEAT = re.compile(r"beat ([0-9]{1,9})")
-_BARE = {Kind.BOOTED.value: BOOTED, Kind.STOPPED_REMOTELY.value: STOPPED_REMOTELY}
+_BARE = {m.kind.value: m for m in (BOOTED, STOPPED_REMOTELY, QUARANTINE, RECYCLE)}
 
 
 def decode(line: str) -> Message | None:

@@ -10,10 +10,13 @@ Exception tree::
     ├── UnknownJob            no job function is registered under that name (a failure: retried)
     │   └── DelayRefused      a delayed call outside ``delay_allow`` (refused: straight to `dead`)
     ├── RedisUnavailable      Redis unreachable, too old or refusing our password -> exit 69
+    │                         (also a builtin `ConnectionError`, so `except ConnectionError` catches
+    │                         an enqueue that could not reach Redis)
+    ├── NotFound              `swarmd.admin`: no such job, entry, queue or live process -> exit 1
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
-`PoisonJob` is not raised: its name is the `error_class` written on a job that was in flight in a worker
-that crashed three times while holding it.
+`PoisonJob` is not raised: its name is the `error_class` written on a job whose worker died while
+running it three times (the last two alone, in a quarantine worker: see `swarmd.recovery`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class ExitCode(enum.IntEnum):
     """Documented exit codes of `swarmd` and `swarmctl` (SPEC 1.7), from sysexits.h."""
 
     OK = 0
+    NOT_FOUND = 1
     USAGE = 2
     UNAVAILABLE = 69
     SOFTWARE = 70
@@ -59,10 +63,20 @@ class DelayRefused(UnknownJob):
     """A `swarmd.delay` call names a function outside ``delay_allow``: refused, straight to `dead`."""
 
 
-class RedisUnavailable(SwarmdError):
-    """Redis cannot be used: unreachable, too old, or it refused our credentials."""
+class RedisUnavailable(SwarmdError, ConnectionError):
+    """Redis cannot be used: unreachable, too old, or it refused our credentials.
+
+    A builtin `ConnectionError` too: code that already catches ``ConnectionError`` around an enqueue
+    keeps working. The message names the Redis URL with its password redacted.
+    """
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+class NotFound(SwarmdError):
+    """`swarmd.admin` found no such job, sorted-set entry, queue or live process (``swarmctl`` exit 1)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class BootError(SwarmdError):
@@ -72,8 +86,8 @@ class BootError(SwarmdError):
 
 
 class PoisonJob(SwarmdError):
-    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job that was
-    in flight in workers that crashed three times while holding it."""
+    """Never raised: its name, ``swarmd.PoisonJob``, is the ``error_class`` written on a job whose
+    worker died (or was recycled for memory) while running it three times, the last two alone."""
 
 
 POISON_JOB = "swarmd.PoisonJob"

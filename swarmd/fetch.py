@@ -23,6 +23,22 @@ Wake-ups: every processor that becomes free leads one fetch before it sleeps; a 
 every idle processor wakes one more to lead the next; a job a waiter brings wakes two processors (one
 for it, one to fetch what may have come with it). Acks ride with the next fetch, or with the
 housekeeping loop's flush within a second.
+
+Quarantine mode (``quarantine=True``, the quarantine worker: concurrency 1). Jobs come from the
+quarantine list instead of the queues, each `Work` keeps its own queue (read from the job: a retry goes
+there), and every push back (quiet, stop, a waiter's surplus, reconcile) returns jobs to the head of the
+quarantine list, never to their queues: a suspect leaves quarantine only by running alone. An ack is
+sent at once rather than with the next fetch, so the private list never holds more than the job that
+is running: whoever recovers it after a crash counts that crash against that job alone.
+
+Failover (Sentinel). Replication is asynchronous: the new master may lack the last moves of the old
+one (a fetch, an ack, a move to `retry`), so its copy of the private list may hold jobs this worker
+no longer holds. When the master's address changes (`connection.master_address`), the next leader
+reconciles, as after a connection error, even if no command of this worker failed (redis-py
+reconnects idle connections silently). A waiter leaves a connection to an old master before its
+next BLMOVE (`connection.drop_if_stale`). With ``wait_replicas`` (on a client of one connection,
+see `swarmd.worker`), a fetch that moved jobs is followed by WAIT, so a job starts only once its move
+reached that many replicas (or the timeout passed, which is logged).
 """
 
 from __future__ import annotations
@@ -77,13 +93,19 @@ class Fetcher:
         queues: Sequence[QueueSpec],
         order: QueueOrder,
         fetch_timeout: float,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        quarantine: bool = False,
     ) -> None:
         self.scripts = scripts
+        self.solo = quarantine
         self.redis = scripts.redis
         self.keys = scripts.keys
         self.identity = identity
         self.inflight = scripts.keys.inflight(identity)
-        self.queue_names = list(dict.fromkeys(q.name for q in queues))
+        # A quarantine worker has one source, the quarantine list: one waiter, named after it.
+        self.queue_names = ["quarantine"] if quarantine else list(dict.fromkeys(q.name for q in queues))
         self._order = queue_order(queues, order)
         self.fetch_timeout = fetch_timeout
         self._lock = threading.Lock()
@@ -92,6 +114,10 @@ class Fetcher:
         self._buffer: deque[Work] = deque()
         self._acks: list[bytes] = []
         self._held: Counter[bytes] = Counter()  # every job Python holds that is in the private list
+        # Acks sent whose reply was lost: the LREM may or may not have happened. They are never sent
+        # again blindly: with identical bytes in flight twice, a second LREM would remove the twin
+        # that is still running. `reconcile` counts the copies in the list and decides.
+        self._uncertain: Counter[bytes] = Counter()
         self._idle = 0  # processors waiting in get()
         self._fetching = False  # a leader is in a fetch call
         self._dry = False  # the last fetch drained every queue: waiters block in BLMOVE
@@ -103,6 +129,11 @@ class Fetcher:
         self._waiters: list[threading.Thread] = []
         self._waiter_ids: dict[str, int] = {}  # queue -> CLIENT ID of its waiter's connection
         self._backoff = Backoff("fetch")
+        self._broken_said: dict[str, float] = {}  # queue -> when its WRONGTYPE may be logged again
+        self._master: tuple[str, int] | None = None  # where the last fetch went (Sentinel mode)
+        self.wait_replicas = wait_replicas
+        self._wait_ms = max(1, int(wait_timeout * 1000))
+        self._wait_warned = 0.0
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -136,6 +167,13 @@ class Fetcher:
         got: list[Work] = []
         ok = False
         try:
+            if self.redis.connection is not None:  # a client of one connection (wait_replicas)
+                connection.drop_if_stale(self.redis.connection)
+            master = connection.master_address(self.redis)
+            if master != self._master:
+                # A new master may lack this worker's last moves: look at its copy of the list.
+                self._reconcile_needed |= self._master is not None
+                self._master = master
             if self._reconcile_needed:
                 self.reconcile()
             if self._quiet:  # quiet() ran meanwhile: only the acks go out
@@ -147,6 +185,13 @@ class Fetcher:
             # script error (WRONGTYPE on one queue key) does not undo the moves before it.
             self._reconcile_needed = True
             self._backoff.wait(exc, self._stop)
+        except Exception as exc:  # not Redis's (a bug, a queue name redis-py cannot encode)
+            # The processor must not die of it with the acks in hand: they are sent again below,
+            # and reconcile runs first in case anything moved.
+            if not self._backoff.failures:
+                log.exception("fetch failed")
+            self._reconcile_needed = True
+            self._backoff.wait(exc, self._stop)
         finally:
             self._lock.acquire()
             self._fetching = False
@@ -155,7 +200,7 @@ class Fetcher:
         if ok:
             self._forget(acks)
         else:
-            self._acks.extend(acks)  # the ack may not have happened: send it again (LREM is idempotent)
+            self._uncertain.update(acks)  # settled by the reconcile that the next leader runs first
         for work in got:
             self._held[work.raw] += 1
         if self._quiet and got:
@@ -175,10 +220,41 @@ class Fetcher:
             self._cond.notify(len(got))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
-        names = self._order()
-        got = self.scripts.fetch(self.identity, names, want, acks)
+        names = [] if self.solo else self._order()
+        fetched = self.scripts.fetch(self.identity, names, want, acks, quarantine=self.solo)
+        if fetched.jobs and self.wait_replicas:
+            self._wait(self.redis.wait(self.wait_replicas, self._wait_ms))
         self._backoff.ok()
-        return [Work(raw, names[index]) for index, raw in got]
+        for index, error in fetched.broken:
+            self._report_broken(names[index], error)
+        if self.solo:
+            return [self._suspect(raw) for _, raw in fetched.jobs]
+        return [Work(raw, names[index]) for index, raw in fetched.jobs]
+
+    def _report_broken(self, name: str, error: str) -> None:
+        """A queue that Redis refuses to read (a key someone SET by hand): skipped, said once a minute."""
+        now = time.monotonic()
+        if now >= self._broken_said.get(name, 0.0):
+            self._broken_said[name] = now + 60.0
+            log.error("queue %s cannot be read and is skipped: %s", name, error)
+
+    @staticmethod
+    def _suspect(raw: bytes) -> Work:
+        """A job from the quarantine list, with its own queue ("" if undecodable: it goes to dead)."""
+        return Work(raw, payload.queue_of(raw) or "")
+
+    def _wait(self, acked: int) -> None:
+        """After WAIT: too few replicas is logged (once a minute); the jobs run anyway (a failover now
+        could make them run twice, never lose them)."""
+        now = time.monotonic()
+        if acked < self.wait_replicas and now - self._wait_warned > 60:
+            self._wait_warned = now
+            log.warning(
+                "wait_replicas: fetched jobs reached %d of %d replica(s) within %d ms; running them anyway",
+                acked,
+                self.wait_replicas,
+                self._wait_ms,
+            )
 
     def _forget(self, raws: Sequence[bytes]) -> None:
         for raw in raws:
@@ -194,6 +270,10 @@ class Fetcher:
             # This processor calls get() next and, finding the buffer empty, leads a fetch that
             # carries this ack: no thread needs waking.
             self._acks.append(work.raw)
+        if self.solo:
+            # At once: a crash from now on must not be counted against a job that already succeeded.
+            # On a Redis error the ack stays pending and goes with the next fetch or flush.
+            self.flush_acks()
 
     def release(self, work: Work) -> None:
         """The job left the private list through another script (retry, dead, pushback)."""
@@ -210,11 +290,11 @@ class Fetcher:
             self._fetch(0, acks)
         except connection.RedisError as exc:
             with self._lock:
-                self._acks.extend(acks)
+                self._uncertain.update(acks)  # the reply was lost: settled by `reconcile`
                 self._reconcile_needed = True
             if raise_errors:
                 raise
-            log.warning("ack: Redis error, will retry: %s", exc)
+            log.warning("ack: Redis error, will reconcile: %s", exc)
             return
         with self._lock:
             self._forget(acks)
@@ -251,7 +331,7 @@ class Fetcher:
             pool.release(conn)
 
     def _wait_on(self, name: str, conn: connection.Connection) -> None:
-        key = self.keys.queue(name)
+        key = self.keys.quarantine if self.solo else self.keys.queue(name)
         backoff = Backoff(f"fetch {name}")
         client_id: int | None = None
         while True:
@@ -263,6 +343,8 @@ class Fetcher:
                 self._in_blmove += 1
             raw: bytes | None = None
             try:
+                if connection.drop_if_stale(conn):
+                    client_id = None  # a new connection, to the new master: a new CLIENT ID
                 if client_id is None:
                     client_id = self._client_id(conn)
                     with self._lock:
@@ -270,16 +352,25 @@ class Fetcher:
                 # Atomic move: the job is in the private list before the reply leaves Redis.
                 conn.send_command("BLMOVE", key, self.inflight, "RIGHT", "LEFT", self.fetch_timeout)  # type: ignore[no-untyped-call]
                 raw = cast("bytes | None", conn.read_response())
+                if raw is not None and self.wait_replicas:
+                    conn.send_command("WAIT", self.wait_replicas, self._wait_ms)  # type: ignore[no-untyped-call]
+                    self._wait(int(conn.read_response()))
                 backoff.ok()
             except connection.RedisError as exc:
                 conn.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next command, new client id
                 client_id = None
-                with self._lock:
-                    # The move may have happened with its reply lost. Reconcile runs in a leader:
-                    # stop being dry so that an idle processor leads (and reconciles) now.
-                    self._reconcile_needed = True
-                    self._dry = False
-                    self._cond.notify()
+                if isinstance(exc, connection.ResponseError):
+                    # An error reply is the reply: the command was refused and moved nothing (UNBLOCKED
+                    # or READONLY in a failover, WRONGTYPE for a queue key someone SET by hand).
+                    if str(exc).startswith("WRONGTYPE"):
+                        self._report_broken(name, str(exc))
+                else:
+                    with self._lock:
+                        # The move may have happened with its reply lost. Reconcile runs in a leader:
+                        # stop being dry so that an idle processor leads (and reconciles) now.
+                        self._reconcile_needed = True
+                        self._dry = False
+                        self._cond.notify()
                 backoff.wait(exc, self._stop)
             finally:
                 with self._lock:
@@ -290,7 +381,7 @@ class Fetcher:
                     self._wcond.notify_all()
             if raw is None:
                 continue
-            work = Work(raw, name)
+            work = self._suspect(raw) if self.solo else Work(raw, name)
             with self._lock:
                 if not self._quiet and self._idle > len(self._buffer):
                     self._buffer.append(work)
@@ -345,14 +436,30 @@ class Fetcher:
             while self._fetching and time.monotonic() < deadline:
                 self._wcond.wait(0.05)
 
-    def push_back(self, works: Sequence[Work], *, forget: bool = True, log_errors: bool = False) -> int:
+    def push_back(
+        self,
+        works: Sequence[Work],
+        *,
+        forget: bool = True,
+        log_errors: bool = False,
+        suspects: bool = False,
+    ) -> int:
         """Put jobs back at the head of their queues (RPUSH); a job without a queue (undecodable)
-        goes to `dead` unchanged. ``log_errors``: on a Redis error the jobs stay in the private
-        list (still held: the final `drain` or a recovery takes them) and the error is logged."""
+        goes to `dead` unchanged. To the head of the quarantine list instead in quarantine mode or
+        with ``suspects``. ``log_errors``: on a Redis error the jobs stay in the private list (still
+        held: the final `drain` or a recovery takes them) and the error is logged.
+
+        pushback.lua moves each entry only if its LREM removed it: a job that already left the list
+        (acked, failed, recovered) is never pushed back as well."""
         if not works:
             return 0
         try:
-            moved = self.scripts.push_back(self.identity, [(w.raw, w.queue) for w in works], payload.now())
+            moved = self.scripts.push_back(
+                self.identity,
+                [(w.raw, w.queue) for w in works],
+                payload.now(),
+                quarantine=self.solo or suspects,
+            )
         except connection.RedisError as exc:
             if not log_errors:
                 raise
@@ -373,33 +480,52 @@ class Fetcher:
         finally:
             self._lock.acquire()
 
-    def drain(self) -> int:
-        """At exit: everything still in the private list goes back to its queue."""
+    def drain(self, *, suspects: bool = False) -> int:
+        """At exit: everything still in the private list goes back to its queue (to the quarantine
+        list in quarantine mode, or with ``suspects``: the jobs of a worker recycled for memory)."""
         raws = cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1))
-        return self.push_back([Work(raw, payload.queue_of(raw) or "") for raw in raws])
+        works = [Work(raw, payload.queue_of(raw) or "") for raw in raws]
+        for work in works:
+            if not work.queue:
+                log.error("undecodable job in the private list moved to dead unchanged: %.300r", work.raw)
+        return self.push_back(works, suspects=suspects)
 
     # -- after a Redis error ----------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Push back private-list entries this worker does not hold (a fetch whose reply was lost).
+        """Settle the private list after a Redis error: push back entries this worker does not hold (a
+        fetch whose reply was lost) and finish acks whose reply was lost.
 
-        Runs in the leader with no other fetch and no BLMOVE in progress, so every entry that is not
-        held was moved in by a call whose reply never arrived.
+        Runs in the leader with no other fetch and no BLMOVE in progress, so for each distinct job the
+        copies in the list are: those Python still runs or buffers, those whose uncertain ack did not
+        happen, and strangers moved in by a call whose reply never arrived. Counting copies (never
+        re-sending an ack blindly) keeps a twin with the same bytes that is still running in the list.
         """
         with self._lock:
             self._reconciling = True
             while self._in_blmove:
                 self._wcond.wait(0.1)
-            held = Counter(self._held)
+            held, uncertain = Counter(self._held), Counter(self._uncertain)
         try:
+            in_list = Counter(cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1)))
+            resend: list[bytes] = []
             strangers: list[Work] = []
-            for raw in cast("list[bytes]", self.redis.lrange(self.inflight, 0, -1)):
-                if held[raw] > 0:
-                    held[raw] -= 1
-                else:
-                    strangers.append(Work(raw, payload.queue_of(raw) or ""))
+            for raw, copies in in_list.items():
+                extra = copies - (held[raw] - uncertain[raw])  # beyond the jobs still in Python's hands
+                if extra <= 0:
+                    continue
+                unacked = min(extra, uncertain[raw])
+                resend += [raw] * unacked
+                stranger = Work(raw, payload.queue_of(raw) or "")  # push_back: to quarantine if solo
+                strangers += [stranger] * (extra - unacked)
+            if resend:
+                self._fetch(0, resend)  # these acks did not happen: now they do, and count
             if strangers:
                 moved = self.push_back(strangers, forget=False)  # never held: nothing to forget
                 log.warning("reconcile: pushed back %d job(s) whose fetch reply was lost", moved)
+            with self._lock:
+                # Every uncertain ack is settled now: done before, or done just above.
+                self._forget(list(uncertain.elements()))
+                self._uncertain -= uncertain
             self._reconcile_needed = False
         finally:
             with self._lock:

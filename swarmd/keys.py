@@ -10,7 +10,28 @@ under ``swarmd:``:
   When it has expired, any worker may recover the in-flight list.
 - ``swarmd:workers`` (set): identities that may own an in-flight list (cleared after recovery).
 - ``swarmd:recovering:<identity>`` (string, NX with TTL): taken by the one worker recovering a list.
-- ``swarmd:crashes:<jid>`` (integer with TTL): how many crashed workers held this job (poison guard).
+- ``swarmd:quarantine`` (list): suspects, jobs that were in the private list of a worker that died
+  (or was recycled for memory). Only a quarantine worker (concurrency 1) takes jobs from here, so each
+  runs alone; it takes from the right, and jobs are pushed back on the right (the head), as in queues.
+- ``swarmd:crashes:<jid>`` (integer with TTL): how many times a quarantine worker died (or was
+  recycled) while running this job alone (poison guard).
+
+A quarantine worker's identity ends in ``:quarantine-<hex>`` (`quarantine_identity`), so whoever
+recovers its private list knows that the job in it was running alone.
+
+- ``swarmd:metrics`` (hash): per job class, totals since the key was created (``<class>|p`` runs,
+  ``|f`` failures, ``|us`` microseconds of the successful runs, ``|b<i>`` runs in histogram bucket i):
+  the counters behind Prometheus's ``swarmd_job_duration_seconds``.
+- ``swarmd:h|<YYMMDD>|<H>:<M>`` (hash, TTL 25 h): the duration histograms of every class over one
+  10-minute window (``M`` is the tens digit of the minute), field ``<class>|<i>`` = runs in bucket i,
+  for p50/p95 over 1-24 h in one HGETALL per window whatever the number of classes.
+- ``swarmd:restarts`` (hash): workers started to replace another, by reason (crash, memory, hung,
+  reload, exit); ``swarmd:recovery`` (hash): ``recovered`` and ``poison`` job counts of the recovery
+  script.
+
+Sidekiq's per-class metrics (``swarmd.metrics``): ``j|<YYMMDD>|<H>:<MM>`` (hash per minute, TTL 8 h),
+``j|<YYMMDD>|<H>:<M>`` (per 10 minutes, TTL 3 days), ``j|<YYYYMMDD>|<H>:<M>`` (Sidekiq 7's per-minute
+spelling, TTL 8 h) and ``h|<class>-<d>-<H>:<M>`` (BITFIELD of 26 u16 per minute, TTL 8 h).
 
 With a namespace ``ns`` every key gets the prefix ``ns:``.
 """
@@ -96,3 +117,55 @@ class Keys:
 
     def crashes(self, jid: str) -> str:
         return self._k(f"swarmd:crashes:{jid}")
+
+    @property
+    def quarantine(self) -> str:
+        return self._k("swarmd:quarantine")
+
+    # -- per-class job metrics (swarmd.metrics) ---------------------------------------------------
+    def metrics_minute(self, ts: float) -> str:
+        """Sidekiq 8's per-minute hash, ``j|261130|8:04`` (UTC)."""
+        t = time.gmtime(ts)
+        return self._k(f"j|{t.tm_year % 100:02d}{t.tm_mon:02d}{t.tm_mday:02d}|{t.tm_hour}:{t.tm_min:02d}")
+
+    def metrics_ten(self, ts: float) -> str:
+        """Sidekiq 8's 10-minute hash, ``j|261130|8:0`` for 08:00-08:09 (UTC)."""
+        t = time.gmtime(ts)
+        return self._k(f"j|{t.tm_year % 100:02d}{t.tm_mon:02d}{t.tm_mday:02d}|{t.tm_hour}:{t.tm_min // 10}")
+
+    def metrics_minute_v7(self, ts: float) -> str:
+        """Sidekiq 7's per-minute hash, ``j|20261130|8:4`` (UTC)."""
+        t = time.gmtime(ts)
+        return self._k(f"j|{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}|{t.tm_hour}:{t.tm_min}")
+
+    def histogram(self, job_class: str, ts: float) -> str:
+        """Sidekiq 8's per-minute histogram of a class, ``h|<class>-30-8:4`` (UTC)."""
+        t = time.gmtime(ts)
+        return self._k(f"h|{job_class}-{t.tm_mday}-{t.tm_hour}:{t.tm_min}")
+
+    def histograms_ten(self, ts: float) -> str:
+        """swarmd's 10-minute histograms of every class, ``swarmd:h|261130|8:0`` (UTC)."""
+        t = time.gmtime(ts)
+        day = f"{t.tm_year % 100:02d}{t.tm_mon:02d}{t.tm_mday:02d}"
+        return self._k(f"swarmd:h|{day}|{t.tm_hour}:{t.tm_min // 10}")
+
+    @property
+    def job_totals(self) -> str:
+        return self._k("swarmd:metrics")
+
+    @property
+    def restarts(self) -> str:
+        return self._k("swarmd:restarts")
+
+    @property
+    def recovery(self) -> str:
+        return self._k("swarmd:recovery")
+
+
+QUARANTINE_TAG = "quarantine-"
+"""Starts the last part of a quarantine worker's identity (``host:pid:quarantine-<hex>``)."""
+
+
+def is_quarantine_identity(identity: str) -> bool:
+    """True when ``identity`` names a quarantine worker (its private list holds a job running alone)."""
+    return identity.rsplit(":", 1)[-1].startswith(QUARANTINE_TAG)

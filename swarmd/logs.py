@@ -10,6 +10,12 @@ Line shape (Sidekiq's)::
 
 `class=`/`jid=` appear when the record carries them: ``log.info("done", extra=job_extra(name, jid))``.
 
+Payload text never forges a line: control characters (C0 including newline, CR and ESC, DEL, C1,
+U+2028/2029 and the bidi overrides) are written as escapes (``\n``, ``\x1b``) in ``class=``, ``jid=``,
+every ``%`` argument of a message (a job's error message, an identity read from Redis) and the message
+line of a logged exception, including its causes and notes. The format string, traceback frames and
+`Verbatim` arguments (swarmd's own multi-line text, such as TTIN's stacks) are written as they are.
+
 Where lines go (one destination, as Sidekiq 5's ``-L``; a file or syslog is not *also* copied to stderr):
 
 - default: stderr. When stderr is the journal (``$JOURNAL_STREAM`` is the dev:ino of the stream) the
@@ -33,11 +39,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import numbers
 import os
+import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
+from types import TracebackType
 from typing import TextIO
 
 from swarmd.errors import ConfigError
@@ -47,7 +57,9 @@ from swarmd.syslogsink import severity as _priority  # the journal's <N> prefixe
 __all__ = [
     "LineFormatter",
     "SyslogTarget",
+    "Verbatim",
     "after_fork_in_child",
+    "escape",
     "flush",
     "job_event",
     "job_extra",
@@ -95,6 +107,77 @@ def _tid(thread: int | None, pid: int | None) -> str:
     return tid
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape(text: str) -> str:
+    """`text` with control characters written as escapes (``\\n``, ``\\x1b``), for text from a payload:
+    it can then neither start a log line of its own nor move a terminal's cursor."""
+    if text.isprintable():  # the common case, in C: nothing to escape
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+class Verbatim(str):
+    """A log argument written as it is, newlines included: swarmd's own multi-line text (a stack)."""
+
+
+class _Escaped:
+    """A log argument whose ``%s``/``%r`` text is escaped."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return escape(str(self.value))
+
+    def __repr__(self) -> str:
+        return escape(repr(self.value))
+
+
+def _arg(value: object) -> object:
+    if isinstance(value, numbers.Number | Verbatim):  # numbers keep %d and %.3f working
+        return value
+    return _Escaped(value)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """`record.getMessage()` with every argument escaped (the format string is swarmd's own)."""
+    msg = record.msg if isinstance(record.msg, str) else escape(str(record.msg))
+    args = record.args
+    if not args:
+        return msg
+    if isinstance(args, Mapping):
+        return msg % {key: _arg(value) for key, value in args.items()}
+    return msg % tuple(_arg(value) for value in args)
+
+
+def _escape_exception(te: traceback.TracebackException, seen: set[int]) -> None:
+    """Escape the message lines of an exception, its causes, contexts, group members and notes."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    text = getattr(te, "_str", None)  # the exception's str(), as format_exception_only writes it
+    if isinstance(text, str):
+        te._str = escape(text)  # type: ignore[attr-defined]
+    notes = getattr(te, "__notes__", None)
+    if isinstance(notes, list):
+        te.__notes__ = [escape(note) if isinstance(note, str) else note for note in notes]
+    if isinstance(getattr(te, "msg", None), str):  # SyntaxError's message
+        te.msg = escape(te.msg)
+    for other in (te.__cause__, te.__context__, *(getattr(te, "exceptions", None) or ())):
+        if isinstance(other, traceback.TracebackException):
+            _escape_exception(other, seen)
+
+
 class LineFormatter(logging.Formatter):
     """Formats a record as one Sidekiq-shaped line (plus traceback lines); cheap enough for ~10k lines/s.
 
@@ -109,11 +192,11 @@ class LineFormatter(logging.Formatter):
         self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            text = f"{text}\n{record.exc_text}"
+        text = _message(record)
+        if record.exc_info:
+            text = f"{text}\n{self.formatException(record.exc_info)}"
+        elif record.exc_text:  # a record built elsewhere (a multiprocessing queue): no exception to read
+            text = f"{text}\n{escape(record.exc_text)}"
         if record.stack_info:
             text = f"{text}\n{self.formatStack(record.stack_info)}"
         attrs = record.__dict__
@@ -128,6 +211,18 @@ class LineFormatter(logging.Formatter):
             text,
         )
 
+    def formatException(
+        self, ei: tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+    ) -> str:
+        """The traceback as `logging` writes it, with the exception messages escaped (they are where
+        payload text ends up: ``ValueError(f"bad {arg}")``). Formatted per handler, never cached on the
+        record: the cached text of another formatter could hold a payload's newline."""
+        if ei[1] is None:
+            return super().formatException(ei)
+        te = traceback.TracebackException(type(ei[1]), ei[1], ei[2], compact=True)
+        _escape_exception(te, set())
+        return "".join(te.format()).rstrip("\n")
+
     def format_fields(
         self,
         created: float,
@@ -140,10 +235,10 @@ class LineFormatter(logging.Formatter):
         text: str,
     ) -> str:
         context = ""
-        if job_class is not None:
-            context = f" class={job_class}"
+        if job_class is not None:  # both come from the payload
+            context = f" class={escape(str(job_class))}"
         if jid is not None:
-            context = f"{context} jid={jid}"
+            context = f"{context} jid={escape(str(jid))}"
         tid = _tid(thread, process)
         line = f"pid={process} tid={tid}{context} {levelname}: {text}"
         if self.timestamps:
@@ -391,7 +486,7 @@ def job_event(levelno: int, job_class: str, jid: str, text: str) -> None:
             continue
         formatter = handler.formatter
         assert isinstance(formatter, LineFormatter)
-        line = formatter.format_fields(created, levelno, levelname, pid, thread, job_class, jid, text)
+        line = formatter.format_fields(created, levelno, levelname, pid, thread, job_class, jid, escape(text))
         handler.acquire()
         try:
             handler._add(line, levelno)

@@ -26,6 +26,9 @@ from swarmd.errors import DecodeError, PayloadError
 
 MAX_SAFE_INT = 2**53
 MAX_ERROR_MESSAGE = 10_000
+KEY_FIELDS = ("jid", "queue", "retry_queue")
+"""Job fields that swarmd or Sidekiq put into Redis key names: `decode` checks they can be."""
+STRICT_KEY_FIELDS = frozenset({"jid", "queue"})  # must be strings when present
 
 
 def new_jid() -> str:
@@ -205,9 +208,17 @@ def decode(raw: bytes) -> Job:
         raise DecodeError("missing or invalid 'args' (expected an array)")
     if "kwargs" in data and not isinstance(data["kwargs"], dict | None):
         raise DecodeError("invalid 'kwargs' (expected an object)")
-    for field in ("jid", "queue"):
-        if field in data and not isinstance(data[field], str):
+    # Fields that become part of Redis key names (`queue:<queue>`, `queue:<retry_queue>`,
+    # `swarmd:crashes:<jid>`): redis-py encodes a key name as strict UTF-8, so a lone surrogate (a
+    # `\udcff` escape in the JSON) would raise in every batch that carries this job. Rejected here, the
+    # job is a malformed one like any other: dead, unchanged, one ERROR line.
+    # A `retry_queue` that is no string is ignored (retry.py), as Sidekiq ignores a falsy one.
+    for field in KEY_FIELDS:
+        value = data.get(field)
+        if field in data and field in STRICT_KEY_FIELDS and not isinstance(value, str):
             raise DecodeError(f"invalid '{field}' (expected a string)")
+        if isinstance(value, str) and not _utf8_ok(value):
+            raise DecodeError(f"invalid '{field}' (a lone surrogate cannot be part of a Redis key name)")
     retry = data.get("retry", True)
     if retry is not None and not isinstance(retry, bool | int):
         raise DecodeError("invalid 'retry' (expected true, false or an integer)")
@@ -245,8 +256,17 @@ def encode_backtrace(lines: list[str]) -> str:
     return base64.b64encode(zlib.compress(json.dumps(lines).encode())).decode()
 
 
-def decode_backtrace(text: str) -> list[str]:
-    lines: list[str] = json.loads(zlib.decompress(base64.b64decode(text)))
+def decode_backtrace(text: str, max_bytes: int | None = None) -> list[str]:
+    """The lines of an ``error_backtrace``. With ``max_bytes``, a value that inflates beyond it raises
+    `ValueError` before it is inflated further (a small value from Redis can inflate to gigabytes)."""
+    if max_bytes is None:
+        lines: list[str] = json.loads(zlib.decompress(base64.b64decode(text)))
+        return lines
+    inflater = zlib.decompressobj()
+    inflated = inflater.decompress(base64.b64decode(text), max_bytes)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"error_backtrace inflates beyond {max_bytes} bytes")
+    lines = json.loads(inflated)
     return lines
 
 

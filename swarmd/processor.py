@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from swarmd import connection, payload, registry
+from swarmd import connection, metrics, payload, registry
 from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
 from swarmd.errors import DecodeError, DelayRefused
@@ -41,6 +41,8 @@ def thread_id() -> str:
 
 
 class Processor:
+    metrics = metrics.PROCESS  # per-class job metrics, flushed by the heartbeat
+
     def __init__(
         self,
         fetcher: Fetcher,
@@ -84,11 +86,12 @@ class Processor:
         job_event(logging.DEBUG, name, jid, "start")
         started = time.perf_counter()
         try:
-            if job.name == DELAYED:
-                func = registry.resolve_delayed(job.args[0] if job.args else None, self.delay_allow)
-                func(*job.args[1:], **job.kwargs)
-            else:
-                registry.lookup(job.name)(*job.args, **job.kwargs)
+            with self.metrics.track(name):
+                if job.name == DELAYED:
+                    func = registry.resolve_delayed(job.args[0] if job.args else None, self.delay_allow)
+                    func(*job.args[1:], **job.kwargs)
+                else:
+                    registry.lookup(job.name)(*job.args, **job.kwargs)
         except DelayRefused as exc:
             log.error("%s; moved to dead", exc, extra={"job_class": name, "jid": jid})
             self._settle(

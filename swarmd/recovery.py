@@ -1,97 +1,123 @@
 """Recovery of the private in-flight lists of workers that died, and the poison-job guard.
 
 Who recovers, and when:
-- the supervisor, right after it reaps a worker that died (``force=True``: it saw the death);
+- a short-lived child of the supervisor, right after the supervisor reaped a worker (``force=True``:
+  the process is known to be gone), retrying with backoff for a bounded time (`recover_for`);
 - every worker, at start and every `recovery_interval`, for each identity in ``swarmd:workers``
-  whose liveness key has expired (a killed process whose supervisor died too, a vanished host).
+  whose liveness key has expired (a killed process whose supervisor died too, a vanished host);
+- a quarantine worker that is recycled (memory) while its job runs: its own list, at its stop.
 
 Only one recoverer works on a list at a time (``SET swarmd:recovering:<id> NX EX``), and inside
-``lua/recover.lua`` each job is pushed back only if that call's LREM removed it, so even two
-recoverers racing past the lock could not push a job twice.
+``lua/recover.lua`` each job is moved only if that call's LREM removed it, so even two recoverers
+racing past the lock could not move a job twice.
 
-Poison guard: each recovery counts one crash for every job in the list (``swarmd:crashes:<jid>``,
-TTL 24 h); a job counted ``POISON_CRASHES`` times goes to `dead` with ``error_class
-"swarmd.PoisonJob"`` instead of crashing workers forever. Jobs running beside a poison job are
-counted too; they reach the limit only if they shared three crashes with it.
+Poison guard (quarantine). The jobs in an ordinary worker's list when it died are *suspects*: any one
+of them may have killed it, or none (an OOM kill from outside, a SIGKILL). They are not counted; they
+go to the quarantine list (``swarmd:quarantine``), where a quarantine worker (concurrency 1) runs them
+one at a time. The job in a quarantine worker's list ran alone, so its death is that job's fault: one
+crash is counted (``swarmd:crashes:<jid>``, TTL 24 h), and at `QUARANTINE_CRASHES` the job goes to
+`dead` with ``error_class "swarmd.PoisonJob"``; otherwise back to the quarantine list. A poison job thus
+runs at most 1 + `QUARANTINE_CRASHES` times, and no innocent job beside it is ever dead-lettered.
+A quarantine worker's identity says what it is (`keys.is_quarantine_identity`), so whoever recovers
+its list counts exactly. An entry that cannot be decoded goes to `dead` unchanged, with one ERROR line.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import time
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from swarmd import connection, payload
 from swarmd.errors import POISON_JOB, DecodeError
-from swarmd.keys import Keys
-from swarmd.scripts import Scripts
+from swarmd.keys import Keys, is_quarantine_identity
+from swarmd.retrying import Backoff
+from swarmd.scripts import Fate, Recovered, Scripts, crash_id
 
 log = logging.getLogger("swarmd")
 
-POISON_CRASHES = 3
+QUARANTINE_CRASHES = 2  # deaths of a quarantine worker running the job alone: then it is poison
+POISON_RUNS = 1 + QUARANTINE_CRASHES  # runs of a poison job in all (its first, among others)
 CRASH_TTL = 24 * 3600
 LOCK_TTL = 10  # refreshed after every batch of 100 jobs; a dead recoverer's lock frees quickly
+BATCH = 100
 
 
-def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> tuple[int, int] | None:
-    """Push a dead worker's in-flight jobs back; return (requeued, sent to dead), or None when
-    another recoverer holds the lock (the caller may try again later)."""
+def _entries(identity: str, raws: Sequence[bytes], counting: bool) -> list[tuple[bytes, Fate, str, bytes]]:
+    jobs: list[tuple[bytes, Fate, str, bytes]] = []
+    for raw in raws:
+        try:
+            job = payload.decode(raw)
+        except DecodeError as exc:
+            log.error("undecodable job in the private list of %s moved to dead unchanged: %s", identity, exc)
+            jobs.append((raw, "dead", crash_id(raw), b""))
+            continue
+        if not counting:
+            jobs.append((raw, "quarantine", crash_id(raw), b""))
+            continue
+        poison = dict(job.data)
+        payload.record_failure(
+            poison,
+            POISON_JOB,
+            f"its worker died (or was recycled for memory) while running it, {POISON_RUNS} times: once "
+            f"beside other jobs, then {QUARANTINE_CRASHES} times alone in a quarantine worker "
+            f"(last: {identity})",
+        )
+        jid = job.data.get("jid") or crash_id(raw)  # no jid: one counter per job
+        jobs.append((raw, "count", str(jid), payload.encode(poison)))
+    return jobs
+
+
+def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> Recovered | None:
+    """Move a dead worker's in-flight jobs out of its list (see the module docstring); return what
+    was done, or None when another recoverer holds the lock (the caller may try again later)."""
     redis, keys = scripts.redis, scripts.keys
     lock = keys.recovering(identity)
     token = os.urandom(8).hex()
     if not redis.set(lock, token, nx=True, ex=LOCK_TTL):
         return None
+    counting = is_quarantine_identity(identity)
     try:
         inflight = keys.inflight(identity)
-        requeued = poisoned = 0
+        done = Recovered(0, 0, 0)
         while True:
-            raws = cast("list[bytes]", redis.lrange(inflight, -100, -1))
-            jobs: list[tuple[bytes, str | None, str, bytes]] = []
-            for raw in raws:
-                try:
-                    job = payload.decode(raw)
-                except DecodeError:
-                    jobs.append((raw, None, hashlib.sha1(raw).hexdigest(), raw))
-                    continue
-                poison = dict(job.data)
-                payload.record_failure(
-                    poison,
-                    POISON_JOB,
-                    f"in flight in a worker that crashed {POISON_CRASHES} times (last: {identity})",
-                )
-                jid = job.data.get("jid") or hashlib.sha1(raw).hexdigest()  # no jid: one counter per job
-                jobs.append((raw, job.queue, str(jid), payload.encode(poison)))
+            raws = cast("list[bytes]", redis.lrange(inflight, -BATCH, -1))
             result = scripts.recover(
                 identity,
-                jobs,
+                _entries(identity, raws, counting),
                 force=force,
                 crash_ttl=CRASH_TTL,
-                poison_crashes=POISON_CRASHES,
+                poison_crashes=QUARANTINE_CRASHES,
                 now=payload.now(),
             )
             if result is None:
-                return (requeued, poisoned)  # alive after all (it beat again): nothing to recover
+                return done  # alive after all (it beat again): nothing to recover
             redis.expire(lock, LOCK_TTL)
-            requeued += result.requeued
-            poisoned += result.poisoned
-            if not raws or len(raws) < 100:
+            done += result
+            if len(raws) < BATCH:
                 break
-        if requeued or poisoned:
+        if done.quarantined or done.poisoned or done.unchanged:
             log.warning(
-                "recovered %d in-flight job(s) of dead worker %s (%d to dead as poison)",
-                requeued,
+                "recovered %d in-flight job(s) of %s %s: %d to the quarantine list (%s), %d to dead as "
+                "poison, %d undecodable to dead",
+                done.quarantined + done.poisoned + done.unchanged,
+                "quarantine worker" if counting else "dead worker",
                 identity,
-                poisoned,
+                done.quarantined,
+                "to run again alone" if counting else "suspects, each to run alone",
+                done.poisoned,
+                done.unchanged,
             )
-        return (requeued, poisoned)
+        return done
     finally:
         if redis.get(lock) == token.encode():  # never release a lock that expired and was re-taken
             redis.delete(lock)
 
 
 def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> int:
-    """Recover every registered worker whose liveness key has expired; return jobs requeued."""
+    """Recover every registered worker whose liveness key has expired; return jobs moved."""
     redis, keys = scripts.redis, scripts.keys
     others = [m.decode(errors="replace") for m in cast("set[bytes]", redis.smembers(keys.swarmd_workers))]
     others = [i for i in others if i != own_identity]
@@ -107,8 +133,52 @@ def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> i
         # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
         result = recover_worker(scripts, identity)
         if result is not None:
-            total += result[0] + result[1]
+            total += result.quarantined + result.poisoned + result.unchanged
     return total
+
+
+def recover_for(
+    targets: Sequence[tuple[Scripts, str]],
+    seconds: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Recover (``force``) each (scripts, identity), retrying on Redis errors (or a held lock) with
+    `Backoff` for about ``seconds``; return the identities given up on. What the supervisor's recovery
+    child runs: giving up is safe, since the liveness keys expire and the workers recover the lists."""
+    deadline = clock() + seconds
+    pending = list(targets)
+    backoff = Backoff(f"recovering the in-flight jobs of {', '.join(i for _, i in targets)}")
+    while True:
+        failure: object = None
+        left: list[tuple[Scripts, str]] = []
+        for scripts, identity in pending:
+            try:
+                done = recover_worker(scripts, identity, force=True)
+            except connection.RedisError as exc:
+                failure = str(exc) or type(exc).__name__
+                left.append((scripts, identity))
+                continue
+            except Exception:  # a bug: the liveness key still leads the workers to the list
+                log.exception("recovering the in-flight jobs of %s failed", identity)
+                continue
+            if done is None:  # another recoverer holds the lock (it may have died mid-way)
+                failure = failure or f"another process holds the recovery lock of {identity}"
+                left.append((scripts, identity))
+        pending = left
+        if not pending:
+            backoff.ok()
+            return []
+        delay = backoff.failed(failure)
+        if clock() + delay > deadline:
+            identities = [i for _, i in pending]
+            log.error(
+                "gave up recovering the in-flight jobs of %s; workers will, once the liveness keys expire",
+                ", ".join(identities),
+            )
+            return identities
+        sleep(delay)
 
 
 def prune_processes(redis: connection.Redis, keys: Keys) -> int:

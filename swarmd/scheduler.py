@@ -4,6 +4,11 @@ Python reads due members (ZRANGE BYSCORE, read-only) and sets a fresh ``enqueued
 cjson would mangle numbers of more than 14 digits, so JSON is never re-encoded in Lua); the script
 then moves a member only if its ZREM succeeds. If a worker dies between the read and the script,
 nothing has changed in Redis; if two workers race, the ZREM lets exactly one of them move each job.
+A member that cannot be decoded (or whose queue cannot be a key name) goes to `dead` unchanged, and
+never stops the poll for the others (`Scripts.schedule` sends a failing batch again one at a time).
+
+The first request of each poll also reads the length of the quarantine list (pipelined: no extra
+round trip); `quarantined` tells the worker whether suspects wait for a quarantine worker.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class Scheduler:
         self.scripts = scripts
         self.redis = scripts.redis
         self.keys = scripts.keys
+        self.quarantined = 0
+        """Jobs in the quarantine list at the last poll."""
 
     def poll(self) -> int | None:
         """Move due jobs; return how many moved, or None when more are due than one poll's budget
@@ -38,15 +45,25 @@ class Scheduler:
                     return None
                 batches += 1
                 now = payload.now()
-                members = cast(
-                    "list[bytes]", self.redis.zrange(zset, "-inf", now, byscore=True, offset=0, num=BATCH)
-                )
+                members = self._due(zset, now, first=batches == 1)
                 if not members:
                     break
                 moved += self._move(zset, members, now)
                 if len(members) < BATCH:
                     break
         return moved
+
+    def _due(self, zset: str, now: float, *, first: bool) -> list[bytes]:
+        if not first:
+            return cast(
+                "list[bytes]", self.redis.zrange(zset, "-inf", now, byscore=True, offset=0, num=BATCH)
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.keys.quarantine)
+        pipe.zrange(zset, "-inf", now, byscore=True, offset=0, num=BATCH)
+        quarantined, members = pipe.execute()
+        self.quarantined = int(quarantined)
+        return cast("list[bytes]", members)
 
     def _move(self, zset: str, members: list[bytes], now: float) -> int:
         entries: list[tuple[bytes, bytes | None, str]] = []

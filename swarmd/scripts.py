@@ -8,16 +8,25 @@ queue names and raw jobs, never key lists. Each script's own header comment says
 One `Scripts` object per Redis client: it reads every script's source once per process and calls it
 by SHA (EVALSHA), loading it on a NOSCRIPT reply (after a Redis restart or a failover to a server that
 never saw it) and sending the call again. That is safe because NOSCRIPT means the script did not run.
+
+One bad entry never blocks a batch: when a batch call of `push_back`, `schedule` or `recover` fails
+with an error that is not Redis's (redis-py refusing to encode a key name, say), the entries are sent
+again one at a time, and the one that fails again goes to `dead` unchanged (one ERROR line). Sending
+again is safe: every script removes an entry with LREM/ZREM first and acts only if that removed it, so
+an entry that did move in the failed call is skipped.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from swarmd import connection
 from swarmd.keys import STATS_TTL, Keys
 
 if TYPE_CHECKING:
@@ -25,9 +34,16 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Recovered", "Scripts"]
+__all__ = ["Fate", "Fetched", "Recovered", "Scripts"]
 
-NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave")
+log = logging.getLogger("swarmd")
+
+T = TypeVar("T")
+
+Fate = Literal["dead", "quarantine", "count"]
+"""Where `Scripts.recover` sends one job of a dead worker's list (see ``lua/recover.lua``)."""
+
+NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
 
 
 @functools.cache
@@ -37,11 +53,33 @@ def source(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """What one `Scripts.fetch` call moved: (queue index, raw job) pairs, and the queues it had to
+    skip because their key is not a list: (queue index, Redis's error)."""
+
+    jobs: list[tuple[int, bytes]]
+    broken: list[tuple[int, str]]
+
+
+@dataclass(frozen=True)
 class Recovered:
     """What one `Scripts.recover` call did."""
 
-    requeued: int
-    poisoned: int
+    quarantined: int  # to the quarantine list
+    poisoned: int  # to `dead` as poison
+    unchanged: int  # undecodable: to `dead` unchanged
+
+    def __add__(self, other: Recovered) -> Recovered:
+        return Recovered(
+            self.quarantined + other.quarantined,
+            self.poisoned + other.poisoned,
+            self.unchanged + other.unchanged,
+        )
+
+
+def crash_id(raw: bytes) -> str:
+    """The crash counter id of a job without a usable jid: a digest of its bytes."""
+    return hashlib.sha1(raw).hexdigest()
 
 
 class Scripts:
@@ -59,27 +97,62 @@ class Scripts:
 
     # -- the worker's private list --------------------------------------------------------------
     def fetch(
-        self, identity: str, queues: Sequence[str], want: int, acks: Sequence[bytes], now: float | None = None
-    ) -> list[tuple[int, bytes]]:
+        self,
+        identity: str,
+        queues: Sequence[str],
+        want: int,
+        acks: Sequence[bytes],
+        now: float | None = None,
+        *,
+        quarantine: bool = False,
+    ) -> Fetched:
         """Ack ``acks`` (LREM from the private list, counted as processed) and move up to ``want`` jobs
-        from ``queues`` (tried in this order) into it; returns (index into ``queues``, raw job) pairs."""
+        from ``queues`` (tried in this order) into it. ``quarantine``: take them from the quarantine
+        list instead (``queues`` is ignored; index 0 in the result). A queue whose key is not a list is
+        skipped and reported in `Fetched.broken` (index, error), so it cannot starve the others."""
         k = self.keys
         keys = [k.inflight(identity), k.stat("processed"), k.stat_daily("processed", now)]
-        keys += [k.queue(name) for name in queues]
+        keys += [k.quarantine] if quarantine else [k.queue(name) for name in queues]
         reply = self._run("fetch", keys, [want, STATS_TTL, *acks])
-        return [(int(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+        fetched = Fetched([], [])
+        for i in range(0, len(reply), 2):
+            index = int(reply[i])
+            if index < 0:
+                error = reply[i + 1]
+                fetched.broken.append(
+                    (-1 - index, error.decode(errors="replace") if isinstance(error, bytes) else str(error))
+                )
+            else:
+                fetched.jobs.append((index, reply[i + 1]))
+        return fetched
 
-    def push_back(self, identity: str, jobs: Sequence[tuple[bytes, str | None]], now: float) -> int:
+    def push_back(
+        self,
+        identity: str,
+        jobs: Sequence[tuple[bytes, str | None]],
+        now: float,
+        *,
+        quarantine: bool = False,
+    ) -> int:
         """Move (raw job, queue) pairs from the private list back to the head of their queues; a job
-        whose queue is None (undecodable) goes to `dead` unchanged, scored ``now``. Returns how many
-        moved (an entry no longer in the list is skipped)."""
+        whose queue is None or "" (undecodable) goes to `dead` unchanged, scored ``now``. With
+        ``quarantine`` every other job goes to the head of the quarantine list instead. Returns how
+        many moved (an entry no longer in the list is skipped)."""
         if not jobs:
             return 0
-        k = self.keys
-        keys = [k.inflight(identity), k.dead]
-        keys += [k.queue(queue) if queue else k.dead for _, queue in jobs]
-        moved: int = self._run("pushback", keys, [now, *(raw for raw, _ in jobs)])
-        return moved
+
+        def call(batch: Sequence[tuple[bytes, str | None]]) -> int:
+            k = self.keys
+            keys = [k.inflight(identity), k.dead]
+            keys += [
+                (k.quarantine if quarantine else k.queue(queue)) if queue else k.dead for _, queue in batch
+            ]
+            moved: int = self._run("pushback", keys, [now, *(raw for raw, _ in batch)])
+            return moved
+
+        return _batch_or_each(
+            "push back", jobs, call, lambda job: (job[0], None), lambda job: job[0], sum_ints
+        )
 
     def fail(
         self,
@@ -133,36 +206,119 @@ class Scripts:
         moves the member to `dead` unchanged (it cannot be decoded). Returns how many moved."""
         if not entries:
             return 0
-        k = self.keys
-        keys = [zset, k.queues, k.dead]
-        args: list[Any] = [now]
-        for member, job, queue in entries:
-            keys.append(k.dead if job is None else k.queue(queue))
-            args += [member, member if job is None else job, queue]
-        moved: int = self._run("schedule", keys, args)
+
+        def call(batch: Sequence[tuple[bytes, bytes | None, str]]) -> int:
+            k = self.keys
+            keys = [zset, k.queues, k.dead]
+            args: list[Any] = [now]
+            for member, job, queue in batch:
+                keys.append(k.dead if job is None else k.queue(queue))
+                args += [member, member if job is None else job, queue]
+            moved: int = self._run("schedule", keys, args)
+            return moved
+
+        return _batch_or_each(
+            f"move due jobs from {zset}",
+            entries,
+            call,
+            lambda entry: (entry[0], None, ""),
+            lambda entry: entry[0],
+            sum_ints,
+        )
+
+    def kill(
+        self, zset: str, members: Sequence[bytes], now: float, *, dead_cutoff: float, dead_max_jobs: int
+    ) -> int:
+        """Move ``members`` of ``zset`` (`retry` or `schedule`) to `dead` unchanged, scored ``now``, each
+        only if this call's ZREM removed it; then drop entries of `dead` scored below ``dead_cutoff``
+        and keep at most ``dead_max_jobs``. Returns how many moved."""
+        if not members:
+            return 0
+        moved: int = self._run("kill", [zset, self.keys.dead], [now, dead_cutoff, dead_max_jobs, *members])
         return moved
 
     # -- recovery ---------------------------------------------------------------------------------
     def recover(
         self,
         identity: str,
-        jobs: Sequence[tuple[bytes, str | None, str, bytes]],
+        jobs: Sequence[tuple[bytes, Fate, str, bytes]],
         *,
         force: bool,
         crash_ttl: int,
         poison_crashes: int,
         now: float,
     ) -> Recovered | None:
-        """Push a dead worker's jobs back: ``jobs`` are (raw, queue or None when undecodable, crash
-        counter id, the job as it goes to `dead` if this crash makes it poison). Without ``force``
-        nothing happens while the worker's liveness key exists: returns None then."""
-        k = self.keys
-        keys = [k.inflight(identity), k.alive(identity), k.dead, k.swarmd_workers]
-        args: list[Any] = [identity, "1" if force else "0", crash_ttl, poison_crashes, now]
-        for raw, queue, counter, poison in jobs:
-            keys += [k.queue(queue) if queue else k.dead, k.crashes(counter)]
-            args += [raw, poison]
-        result = self._run("recover", keys, args)
-        if result == -1:
-            return None
-        return Recovered(int(result[0]), int(result[1]))
+        """Move a dead worker's jobs out of its private list: ``jobs`` are (raw, fate, crash counter id,
+        the job as it goes to `dead` if this crash makes it poison: only read for the fate "count").
+        Once the list is empty, the worker leaves swarmd's registry and Sidekiq's process records go.
+        Without ``force`` nothing happens while the worker's liveness key exists: returns None then."""
+
+        def call(batch: Sequence[tuple[bytes, Fate, str, bytes]]) -> Recovered | None:
+            k = self.keys
+            keys = [k.inflight(identity), k.alive(identity), k.dead, k.swarmd_workers, k.quarantine]
+            keys += [k.processes, k.process(identity), k.work(identity), k.workers(identity), k.recovery]
+            args: list[Any] = [identity, "1" if force else "0", crash_ttl, poison_crashes, now]
+            for raw, fate, counter, poison in batch:
+                keys.append(k.crashes(counter))
+                args += [raw, fate, poison if fate == "count" else b""]
+            result = self._run("recover", keys, args)
+            if result == -1:
+                return None
+            return Recovered(int(result[0]), int(result[1]), int(result[2]))
+
+        def add(a: Recovered | None, b: Recovered | None) -> Recovered | None:
+            return None if a is None or b is None else a + b
+
+        return _batch_or_each(
+            f"recover the private list of {identity}",
+            jobs,
+            call,
+            lambda job: (job[0], "dead", crash_id(job[0]), b""),
+            lambda job: job[0],
+            add,
+        )
+
+
+def sum_ints(a: int, b: int) -> int:
+    return a + b
+
+
+R = TypeVar("R")
+
+
+def _batch_or_each(
+    what: str,
+    entries: Sequence[T],
+    call: Callable[[Sequence[T]], R],
+    unchanged: Callable[[T], T],
+    raw_of: Callable[[T], bytes],
+    add: Callable[[R, R], R],
+) -> R:
+    """``call(entries)``; if that fails with an error that is not Redis's, ``call`` for each entry on
+    its own, and for an entry that fails again ``call([unchanged(entry)])``, which sends it to `dead`
+    unchanged. Results are combined with ``add``. A Redis error is raised as it is: the caller retries."""
+    try:
+        return call(entries)
+    except connection.RedisError:
+        raise
+    except Exception as exc:
+        if not entries:
+            raise
+        log.warning("%s: %d entries could not be sent (%r); trying one at a time", what, len(entries), exc)
+    total: R | None = None
+    for entry in entries:
+        try:
+            result = call([entry])
+        except connection.RedisError:
+            raise
+        except Exception as exc:
+            log.error(
+                "%s: an entry Redis cannot take (%s) moved to dead unchanged: %.300r",
+                what,
+                exc,
+                raw_of(entry),
+            )
+            result = call([unchanged(entry)])
+        total = result if total is None else add(total, result)
+    assert total is not None
+    return total

@@ -1,11 +1,12 @@
 """The supervisor: forks `processes` workers, watches them, replaces them, and speaks for the swarm.
 
-Two halves (ARCHITECTURE "supervisor"; research notes supervisors.md §6):
+Two halves:
 
 - `Supervisor`, the state machine. It decides, and acts only through what it is given: ``spawn`` (a
-  worker for a slot), ``kill``, ``recover`` (push a dead worker's in-flight list back), a
-  `systemd.Notifier`, a clock. It is fed events: `message` (a line from a worker's control pipe),
-  `exited` (a reaped pid), `signal`, and `tick`. Unit tests drive it with fakes, without fork.
+  worker for a slot, or the quarantine worker), ``kill``, ``recover`` (fork a short-lived child that
+  recovers dead workers' in-flight lists), a `systemd.Notifier`, a clock. It is fed events:
+  `message` (a line from a worker's control pipe), `exited` (a reaped pid, a worker's or a recovery
+  child's), `signal`, and `tick`. Unit tests drive it with fakes, without fork.
 - `swarmd.swarm.run()`, the I/O: Redis check, pidfile, preload, one single-threaded `selectors` loop
   over the `signal.set_wakeup_fd` pipe and the workers' control pipes, `os.fork()`, `waitpid`, the
   title.
@@ -20,23 +21,37 @@ there means the supervisor is gone, and workers stop at once, pushing their jobs
 Signals. `signal` dispatches each one to its ``handle_<name>`` method (`control.signal_handler`);
 `HANDLED`, the signals `run` installs, are those that have one.
 
-Exits (research notes §6.5): a worker that fails to boot before the first READY=1 (or any crash loop:
-more than `crash_limit` crashes within `crash_window`) stops the swarm with exit 70 (69 if the worker
-could not reach Redis), after STOPPING=1, and lets systemd's start limits decide. After READY, a
-crash is replaced after a per-slot exponential backoff (0.1 s doubling to 30 s, ±20 % jitter, reset
-once the worker had been up for 60 s); a clean exit (0) is replaced at once. Workers retired on
-purpose (reload, memory, stop) are replaced by a rolling step before they are told to stop, so their
-exit needs no replacement.
+Exits: exit 70 is for workers that cannot boot. One that fails to boot before the first READY=1
+stops the swarm with exit 70 (69 if it could not reach Redis), after STOPPING=1, and lets systemd's
+start limits decide; later, more than `crash_limit` deaths before "booted" within `crash_window` do
+the same (exit 69 never counts: a Redis outage is waited out). A worker that booted and then died is
+never part of a crash loop, however often it happens: it was killed from outside (the OOM killer) or
+by a job, and the poison guard deals with the job (`swarmd.recovery`). Every death is replaced after
+a per-slot exponential backoff (0.1 s doubling to 30 s, ±20 % jitter, reset once the worker had been
+up for 60 s); a clean exit (0) is replaced at once. Workers retired on purpose (reload, memory, stop)
+are replaced by a rolling step before they are told to stop, so their exit needs no replacement.
+
+Recycling: a worker replaced for memory (or at its own request, control ``recycle``) gets SIGUSR2
+before its TERM: the jobs still running when it pushes back are its fault's suspects, and go to the
+quarantine list instead of their queues (see `swarmd.worker`).
+
+The quarantine worker: when a worker says the quarantine list holds jobs (control ``quarantine``),
+the supervisor forks one quarantine worker (concurrency 1) unless one runs. It is outside the
+`processes` slots: not counted in "N of N up", not needed for READY=1, not replaced after a clean
+exit (it exits 0 once its list stayed empty), started again on demand after a crash (with its own
+backoff), recycled without replacement when over `max_memory_mb`, and retired by a reload.
 
 No job is lost when any process dies (SPEC 3.3), because a job lives in Redis, never only in a
 process: in its queue, or in the private in-flight list of the worker that fetched it (see
-`swarmd.fetch`). When a worker dies, however it dies, the supervisor reaps it and calls
-`recovery.recover_worker(force=True)` for its identity right away, so its in-flight jobs are back in
-their queues within a loop iteration; if Redis is unreachable at that moment it tries again on
-`swarmd.retrying`'s backoff schedule (timed by its clock, never sleeping), and failing that, any
-worker recovers the list once the dead worker's liveness key expires. When the supervisor itself
-dies, its workers read EOF on the alive pipe and push their jobs back; if they are killed too, the
-liveness keys expire and the next swarm's workers recover the lists at boot.
+`swarmd.fetch`). When a worker dies, however it dies, the supervisor reaps it and forks a recovery
+child for its identity right away (``recover``), so its in-flight jobs are moved on within
+milliseconds. The supervisor's loop never waits on the network (it holds no Redis connection at all,
+so forking stays safe): the child does the Redis work, retrying with backoff for `RECOVERY_FOR_S`,
+and is reaped like a worker; one child at a time, for every identity pending when it starts. Should
+the child fail (Redis away for longer), any worker recovers the list once the dead worker's liveness
+key expires. When the supervisor itself dies, its workers read EOF on the alive pipe and push their
+jobs back (giving up after a second or two if Redis is away); if they are killed too, the liveness
+keys expire and the next swarm's workers recover the lists at boot.
 """
 
 from __future__ import annotations
@@ -49,12 +64,14 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from swarmd import control, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
+from swarmd.metrics import RESTART_REASONS as RESTART_REASONS
 from swarmd.procfs import read_pss_kb
 from swarmd.retrying import Backoff
 from swarmd.version import __version__
@@ -69,15 +86,28 @@ STABLE_AFTER_S = 60.0  # a worker up this long resets its slot's backoff
 MEMORY_SAMPLES = 3  # samples in a row above max_memory_mb before a worker is replaced
 ABORT_GRACE_S = 2.0  # after SIGABRT (stack dump), SIGKILL if the worker is still there
 HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with the first
-# 26-53 s of tries on the backoff schedule: by then the dead worker's liveness key (`liveness_ttl`,
-# 20 s by default) has expired, and any worker recovers the list.
-RECOVERY_TRIES = 30
+# How long a recovery child retries: by then the dead worker's liveness key (`liveness_ttl`, 20 s by
+# default) has long expired, and any worker recovers the list.
+RECOVERY_FOR_S = 60.0
+RECOVERY_STOP_GRACE_S = 10.0  # while stopping, a recovery child is SIGKILLed after this
+FORK_TRIES = 10  # failed forks of a recovery child in a row: then the workers recover the lists
 EXTEND_EVERY_S = 2.0
 
-Spawn = Callable[[int, Config], tuple[int, str]]
-"""Start a worker for slot ``index`` with ``config``; return its pid and identity (raises OSError)."""
-Recover = Callable[[str, Config], str | None]
-"""Push a dead worker's in-flight jobs back; None once done, else why not (retried with backoff)."""
+
+class Spawn(Protocol):
+    def __call__(
+        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
+        """Start a worker for slot ``index`` (or the quarantine worker) with ``config``; return its
+        pid and identity (raises OSError). ``reason`` says why it replaces another worker
+        (`RESTART_REASONS`), None for a worker of the swarm's start; the worker counts it in Redis
+        (``swarmd_worker_restarts_total``)."""
+        ...
+
+
+Recover = Callable[[Sequence[tuple[str, Config]]], int]
+"""Fork a short-lived child that recovers the in-flight lists of these (identity, config) dead
+workers, retrying with backoff for at most `RECOVERY_FOR_S`; return its pid (raises OSError)."""
 
 
 class Phase(enum.Enum):
@@ -97,6 +127,7 @@ class Slot:
     respawn_at: float | None = None  # when to start a worker for an empty slot
     retry_at: float | None = None  # a failed rolling step is not retried before this
     replace: str | None = None  # why the worker should be replaced by a rolling step (memory)
+    reason: str | None = None  # why the next worker of this slot replaces one (`RESTART_REASONS`)
 
 
 @dataclass(eq=False)
@@ -118,9 +149,13 @@ class Child:
     aborted: bool = False  # got SIGABRT for being hung
     mem_over: int = 0  # memory samples in a row above max_memory_mb
     stopped_remotely: bool = False  # Stop from Sidekiq's Web UI / swarmctl: not replaced
+    quarantine: bool = False  # the quarantine worker (outside the slots)
+    recycled: str | None = None  # why it got SIGUSR2 before its TERM (memory, its own request)
 
     @property
     def name(self) -> str:
+        if self.quarantine:
+            return f"quarantine worker (pid {self.pid})"
         return f"worker {self.slot.index + 1} (pid {self.pid})"
 
 
@@ -136,13 +171,12 @@ def describe_exit(code: int) -> str:
 
 
 @dataclass(eq=False)
-class _PendingRecovery:
-    """The in-flight list of a dead worker that could not be recovered yet."""
+class _Recoverer:
+    """A recovery child (see `Recover`), from fork until it is reaped."""
 
-    identity: str
-    config: Config
-    backoff: Backoff
-    due: float
+    pid: int
+    identities: list[str]
+    kill_at: float | None = None
 
 
 def _noop() -> None:
@@ -188,7 +222,13 @@ class Supervisor:
         self._reload_notified = False
         self._rollback: tuple[Config, int] | None = None  # config to go back to if a reload fails
         self._crash_times: deque[float] = deque()
-        self._pending_recovery: list[_PendingRecovery] = []
+        self._to_recover: list[tuple[str, Config]] = []  # (identity, config) of reaped workers
+        self._recoverer: _Recoverer | None = None
+        self._recover_at: float | None = None  # after a failed fork: the next try
+        self._fork_backoff = Backoff("starting a recovery child", rand=rand, clock=clock)
+        self.quarantine_worker: Child | None = None
+        self._quarantine_slot = Slot(-1)  # its backoff and not-before time; never in `slots`
+        self._quarantine_wanted = False  # a worker said the quarantine list holds jobs
         now = clock()
         self._last_tick = now
         self._next_memory = now + config.memory_check_interval
@@ -201,8 +241,14 @@ class Supervisor:
     # -- queries ---------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        """True once the swarm is stopping and every worker has been reaped: `run` returns `stop_code`."""
-        return self.phase is Phase.STOPPING and not self.children
+        """True once the swarm is stopping, every worker has been reaped and their in-flight lists
+        recovered (or given up on): `run` returns `stop_code`."""
+        return (
+            self.phase is Phase.STOPPING
+            and not self.children
+            and self._recoverer is None
+            and not self._to_recover
+        )
 
     def up(self) -> int:
         return sum(
@@ -211,7 +257,7 @@ class Supervisor:
 
     def counts(self) -> str:
         n = self.config.processes
-        busy = sum(c.busy for c in self.children.values())
+        busy = sum(c.busy for c in self.children.values() if not c.quarantine)
         return f"{min(self.up(), n)} of {n} up, {busy} of {n * self.config.concurrency} busy"
 
     def status_text(self) -> str:
@@ -257,17 +303,29 @@ class Supervisor:
             child.busy = message.busy
         elif message.kind is control.Kind.STOPPED_REMOTELY:
             child.stopped_remotely = True
+        elif message.kind is control.Kind.QUARANTINE:
+            self._quarantine_wanted = True
+            self._start_quarantine(now)
+        elif message.kind is control.Kind.RECYCLE:
+            self._recycle_asked(child, now)
 
     def exited(self, pid: int, status: int) -> None:
         """``waitpid`` reported ``pid`` with wait status ``status``."""
+        now = self._clock()
+        if self._recoverer is not None and pid == self._recoverer.pid:
+            self._recovery_exited(status, now)
+            return
         child = self.children.pop(pid, None)
         if child is None:
             return  # not ours (swarmd as PID 1 in a container adopts orphans): reaped, ignored
-        now = self._clock()
         code = os.waitstatus_to_exitcode(status)
         how = describe_exit(code)
         # Its jobs go back first, whatever happens next: the process is gone, its list is not.
-        self._recover(child.identity, child.config, now)
+        self._to_recover.append((child.identity, child.config))
+        self._start_recovery(now)
+        if child.quarantine:
+            self._quarantine_exited(child, code, how, now)
+            return
         slot = child.slot
         if slot.worker is child:
             slot.worker = None
@@ -279,7 +337,7 @@ class Supervisor:
             return
         if slot.incoming is child:
             slot.incoming = None
-            self._replacement_failed(slot, child, how, now)
+            self._replacement_failed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
             return
         boot_failure = code in (ExitCode.UNAVAILABLE, ExitCode.SOFTWARE) or child.aborted
         if child.booted_at is None and self.phase is Phase.STARTING and boot_failure:
@@ -303,14 +361,19 @@ class Supervisor:
                     self._stop(now, code=int(ExitCode.OK), fast=False)
                 return
             log.info("%s %s; starting a new one", child.name, how)
+            slot.reason = "exit"
             if slot.incoming is None:
                 slot.respawn_at = now
             return
         if code == -signal.SIGKILL and not child.aborted:
             how += " (perhaps out of memory?)"
-        # A worker that could not reach Redis at boot is not a crash loop: the swarm waits a Redis
-        # outage out with backoff instead of exiting and leaving it to systemd's start limits.
-        self._crashed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
+        # Only a worker that never booted can be part of a crash loop: one that booted and died was
+        # killed from outside or by a job (the poison guard takes the job out of circulation), and
+        # exiting would stop every other job too. A worker that could not reach Redis (69) is not
+        # one either: the swarm waits a Redis outage out with backoff instead of leaving it to
+        # systemd's start limits.
+        slot.reason = "hung" if child.aborted else "crash"
+        self._crashed(slot, child, how, now, counts=child.booted_at is None and code != ExitCode.UNAVAILABLE)
 
     def signal(self, signum: int) -> None:
         """A signal the supervisor received (read from the wakeup fd), dispatched to its ``handle_<name>``
@@ -369,9 +432,10 @@ class Supervisor:
             self._check_liveness(now)
             self._check_memory(now)
             self._respawn_due(now)
+            self._start_quarantine(now)
             self._check_ready(now)
             self._roll(now)
-        self._retry_recoveries(now)
+        self._start_recovery(now)
         self._systemd(now)
         self._publish(now)
         self._last_tick = now
@@ -380,7 +444,7 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------------
     def _spawn(self, slot: Slot, now: float, *, incoming: bool = False) -> Child | None:
         try:
-            pid, identity = self._spawn_fn(slot.index, self.config)
+            pid, identity = self._spawn_fn(slot.index, self.config, reason=slot.reason)
         except OSError as exc:  # EAGAIN/ENOMEM from fork: try again later, like a crash
             log.error("cannot start worker %d: %s", slot.index + 1, exc)
             if incoming:
@@ -390,6 +454,7 @@ class Supervisor:
             return None
         child = Child(pid, identity, slot, self.config, self.generation, started=now, last_seen=now)
         self.children[pid] = child
+        slot.reason = None
         slot.respawn_at = None
         if incoming:
             slot.incoming = child
@@ -408,13 +473,37 @@ class Supervisor:
             self._kill(child.pid, signal.SIGTSTP)
         slot = child.slot
         if slot.incoming is child:
+            why = slot.replace
             old, slot.worker, slot.incoming = slot.worker, child, None
             slot.replace, slot.retry_at = None, None
             if old is not None:
                 # Only now, with its replacement serving, is the old worker told to stop: no capacity
                 # gap. It finishes or pushes back its jobs itself (SPEC 1.6).
                 log.info("%s booted; stopping %s", child.name, old.name)
-                self._retire(old, now)
+                if why is not None:
+                    self._recycle(old, why, now)
+                else:
+                    self._retire(old, now)
+
+    def _recycle(self, child: Child, why: str, now: float) -> None:
+        """Retire ``child`` for its jobs' sake: SIGUSR2 first, so that the jobs still running when it
+        pushes back go to the quarantine list (or, in the quarantine worker, count as a crash)."""
+        if child.retiring:
+            return
+        child.recycled = why
+        self._kill(child.pid, signal.SIGUSR2)  # delivered before the TERM (lower number, sent first)
+        self._retire(child, now)
+
+    def _recycle_asked(self, child: Child, now: float) -> None:
+        """The worker asked to be recycled (control ``recycle``)."""
+        if child.retiring or self.phase is Phase.STOPPING:
+            return
+        why = "the worker asked to be recycled"
+        log.info("%s asks to be recycled", child.name)
+        if child.quarantine:
+            self._recycle(child, why, now)
+        elif child.slot.worker is child and child.slot.replace is None:
+            child.slot.replace = why  # a rolling step replaces it, then `_booted` recycles it
 
     def _retire(self, child: Child, now: float) -> None:
         if child.retiring:
@@ -429,7 +518,7 @@ class Supervisor:
         # unfinished jobs back; then it gets SIGKILL (and its list is recovered by us).
         return config.fetch_timeout + 3.0
 
-    def _crashed(self, slot: Slot, child: Child, how: str, now: float, *, counts: bool = True) -> None:
+    def _crashed(self, slot: Slot, child: Child, how: str, now: float, *, counts: bool) -> None:
         if child.booted_at is not None and now - child.booted_at >= STABLE_AFTER_S:
             slot.crashes = 0
         if counts and self._count_crash(now):
@@ -441,14 +530,16 @@ class Supervisor:
             slot.respawn_at = now + delay
 
     def _count_crash(self, now: float) -> bool:
-        """Record a crash; True if that makes a crash loop (the swarm is then stopping with 70)."""
+        """Record a worker's death before it booted; True if that makes a crash loop (the swarm is
+        then stopping with 70)."""
         self._crash_times.append(now)
         while self._crash_times and self._crash_times[0] < now - self.config.crash_window:
             self._crash_times.popleft()
         if len(self._crash_times) <= self.config.crash_limit:
             return False
         log.error(
-            "crash loop: %d worker crashes within %.0f s (crash_limit %d); stopping the swarm",
+            "crash loop: %d workers died before they booted within %.0f s (crash_limit %d); "
+            "stopping the swarm",
             len(self._crash_times),
             self.config.crash_window,
             self.config.crash_limit,
@@ -461,10 +552,10 @@ class Supervisor:
         delay = BACKOFF_BASE_S * 2.0 ** min(slot.crashes - 1, 20) * (0.8 + 0.4 * self._rand())
         return min(delay, BACKOFF_MAX_S)
 
-    def _replacement_failed(self, slot: Slot, child: Child, how: str, now: float) -> None:
+    def _replacement_failed(self, slot: Slot, child: Child, how: str, now: float, *, counts: bool) -> None:
         """A rolling step's new worker died before it booted: the old one keeps serving."""
         log.error("%s (a replacement) %s before it booted; the old worker keeps running", child.name, how)
-        if self._count_crash(now):
+        if counts and self._count_crash(now):
             return
         delay = self._backoff(slot)
         if slot.worker is None:  # the old one died meanwhile: an ordinary respawn
@@ -482,32 +573,105 @@ class Supervisor:
         for child in list(self.children.values()):
             self._kill(child.pid, sig)
 
-    def _recover(self, identity: str, config: Config, now: float) -> None:
-        failure = self._recover_fn(identity, config)
-        if failure is not None:
-            what = f"recovering the in-flight jobs of {identity}"
-            pending = _PendingRecovery(
-                identity, config, Backoff(what, rand=self._rand, clock=self._clock), now
-            )
-            pending.due = now + pending.backoff.failed(failure)
-            self._pending_recovery.append(pending)
+    # -- recovery of dead workers' lists ---------------------------------------------------------
+    def _start_recovery(self, now: float) -> None:
+        """Fork a recovery child for every identity pending, unless one runs (it is reaped by the loop,
+        which then starts the next); never blocks."""
+        if self._recoverer is not None or not self._to_recover:
+            return
+        if self._recover_at is not None and now < self._recover_at:
+            return
+        targets, self._to_recover = self._to_recover, []
+        identities = [identity for identity, _ in targets]
+        try:
+            pid = self._recover_fn(targets)
+        except OSError as exc:  # EAGAIN/ENOMEM from fork
+            if self._fork_backoff.failures + 1 >= FORK_TRIES or self.phase is Phase.STOPPING:
+                log.error(
+                    "cannot start the recovery of %s (%s); workers recover the lists once the liveness "
+                    "keys expire",
+                    ", ".join(identities),
+                    exc,
+                )
+                self._fork_backoff.failures = 0
+                self._recover_at = None
+                return
+            self._to_recover = targets + self._to_recover
+            self._recover_at = now + self._fork_backoff.failed(exc)
+            return
+        self._fork_backoff.ok()
+        self._recover_at = None
+        self._recoverer = _Recoverer(pid, identities)
+        if self.phase is Phase.STOPPING:
+            self._recoverer.kill_at = now + RECOVERY_STOP_GRACE_S
+        log.debug("recovery child (pid %d) started for %s", pid, ", ".join(identities))
 
-    def _retry_recoveries(self, now: float) -> None:
-        """Retry the recoveries that are due, on the backoff schedule; never blocks (the loop's clock
-        decides when the next try is, see `_next_wakeup`)."""
-        pending, self._pending_recovery = self._pending_recovery, []
-        for entry in pending:
-            if entry.due > now:
-                self._pending_recovery.append(entry)
-                continue
-            failure = self._recover_fn(entry.identity, entry.config)
-            if failure is None:
-                entry.backoff.ok()
-            elif entry.backoff.failures < RECOVERY_TRIES:
-                entry.due = now + entry.backoff.failed(failure)
-                self._pending_recovery.append(entry)
-            else:  # the liveness key expires meanwhile: any worker recovers the list then
-                log.error("gave up recovering the in-flight jobs of %s; workers will do it", entry.identity)
+    def _recovery_exited(self, status: int, now: float) -> None:
+        recoverer, self._recoverer = self._recoverer, None
+        assert recoverer is not None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.warning(
+                "the recovery of %s %s; workers recover what is left once the liveness keys expire",
+                ", ".join(recoverer.identities),
+                describe_exit(code),
+            )
+        self._start_recovery(now)
+
+    # -- the quarantine worker -------------------------------------------------------------------
+    def _start_quarantine(self, now: float) -> None:
+        """Start the quarantine worker if a worker asked for one and none runs (see the module
+        docstring); after a crash, not before its backoff is over."""
+        if not self._quarantine_wanted or self.quarantine_worker is not None:
+            return
+        if self.phase is Phase.STOPPING or self.quiet:
+            return
+        qslot = self._quarantine_slot
+        if qslot.respawn_at is not None and now < qslot.respawn_at:
+            return  # `_next_wakeup` brings the loop back then
+        self._quarantine_wanted = False
+        try:
+            pid, identity = self._spawn_fn(qslot.index, self.config, quarantine=True)
+        except OSError as exc:
+            log.error("cannot start the quarantine worker: %s", exc)
+            qslot.respawn_at = now + self._backoff(qslot)
+            self._quarantine_wanted = True
+            return
+        qslot.respawn_at = None
+        child = Child(
+            pid, identity, qslot, self.config, self.generation, started=now, last_seen=now, quarantine=True
+        )
+        self.children[pid] = child
+        self.quarantine_worker = child
+        log.info("%s started: suspects from the quarantine list run one at a time", child.name)
+
+    def _quarantine_exited(self, child: Child, code: int, how: str, now: float) -> None:
+        self.quarantine_worker = None
+        qslot = child.slot
+        if child.retiring or self.phase is Phase.STOPPING:
+            level = logging.INFO if code in (0, -signal.SIGTERM) else logging.WARNING
+            log.log(
+                level, "%s %s%s", child.name, how, f" (recycled: {child.recycled})" if child.recycled else ""
+            )
+            return
+        if child.booted_at is not None and code == 0 and not child.aborted:
+            log.info("%s %s: its list is empty; another starts when suspects arrive", child.name, how)
+            return
+        if child.booted_at is not None and now - child.booted_at >= STABLE_AFTER_S:
+            qslot.crashes = 0
+        # As for slot workers: only a death before "booted" can be part of a crash loop. After boot,
+        # the job it ran alone is to blame, and its crash has been counted (recovery of its list).
+        if child.booted_at is None and code != ExitCode.UNAVAILABLE and self._count_crash(now):
+            return
+        delay = self._backoff(qslot)
+        qslot.respawn_at = now + delay
+        log.error(
+            "%s %s after %.1f s; another starts when suspects are waiting, in %.1f s at the earliest",
+            child.name,
+            how,
+            now - child.started,
+            delay,
+        )
 
     # -- timers ----------------------------------------------------------------------------------
     def _check_stall(self, now: float) -> None:
@@ -522,6 +686,11 @@ class Supervisor:
                     child.started = max(child.started, now - stalled / 2)
 
     def _check_kill_deadlines(self, now: float) -> None:
+        recoverer = self._recoverer
+        if recoverer is not None and recoverer.kill_at is not None and now >= recoverer.kill_at:
+            recoverer.kill_at = None
+            log.warning("recovery child (pid %d) is still running: SIGKILL", recoverer.pid)
+            self._kill(recoverer.pid, signal.SIGKILL)
         for child in list(self.children.values()):
             if child.hurry_at is not None and now >= child.hurry_at:
                 child.hurry_at = None
@@ -574,6 +743,20 @@ class Supervisor:
                     child.mem_over,
                 )
                 slot.replace = f"memory {kb // 1024} MB > max_memory_mb {limit_mb}"
+        child = self.quarantine_worker
+        if child is not None and child.booted_at is not None and not child.retiring:
+            kb = self._memory_kb(child.pid)
+            if kb is None:
+                return
+            child.mem_over = child.mem_over + 1 if kb > limit_mb * 1024 else 0
+            if child.mem_over >= MEMORY_SAMPLES:
+                # No replacement to wait for: another one starts on demand. The job it runs alone
+                # is to blame: the recycle counts as its crash.
+                why = f"memory {kb // 1024} MB > max_memory_mb {limit_mb}"
+                log.warning(
+                    "%s uses %d MB, above max_memory_mb %d: recycling it", child.name, kb // 1024, limit_mb
+                )
+                self._recycle(child, why, now)
 
     def _respawn_due(self, now: float) -> None:
         for slot in self.slots[: self.config.processes]:
@@ -602,6 +785,7 @@ class Supervisor:
             why = slot.replace or ("reload" if child.generation < self.generation else None)
             if why and (slot.retry_at is None or now >= slot.retry_at):
                 log.info("replacing %s (%s)", child.name, why)
+                slot.reason = "memory" if slot.replace else "reload"
                 self._spawn(slot, now, incoming=True)
                 return
         if len(self.slots) > n:  # a reload lowered `processes`: retire the surplus last
@@ -634,6 +818,8 @@ class Supervisor:
         self.stop_code = code
         self.notifier.stopping(status=self.status_text())
         self._retire_all(now)
+        if self._recoverer is not None and self._recoverer.kill_at is None:
+            self._recoverer.kill_at = now + RECOVERY_STOP_GRACE_S
         if fast:
             self._hurry(now, at_once=False)
         self._publish(now, force=True)
@@ -678,6 +864,9 @@ class Supervisor:
             logging.getLogger("swarmd").setLevel(logging.DEBUG if new.verbose else logging.INFO)
         if self._rollback is None:
             self._rollback = (old, self.generation)
+        if self.quarantine_worker is not None:
+            # It pushes its job back to the quarantine list; the next one starts on demand, new code.
+            self._retire(self.quarantine_worker, now)
         self.config = new
         self.generation += 1
         self.reloading = True
@@ -706,10 +895,14 @@ class Supervisor:
             # From the loop, not a thread: a wedged loop stops the pings, and systemd acts.
             self.notifier.watchdog()
             self._next_watchdog = now + self._watchdog_s
-        if self.phase is Phase.STOPPING and self.children and now >= self._next_extend:
+        waiting = self.children or self._recoverer is not None
+        if self.phase is Phase.STOPPING and waiting and now >= self._next_extend:
             # EXTEND_TIMEOUT_USEC never shortens TimeoutStopSec; it only matters once that has
             # passed, so it is sent all along the drain rather than guessing systemd's timeout.
-            latest = max((c.kill_at or now) for c in self.children.values())
+            deadlines = [c.kill_at or now for c in self.children.values()]
+            if self._recoverer is not None:
+                deadlines.append(self._recoverer.kill_at or now)
+            latest = max(deadlines)
             self.notifier.extend_timeout(latest - now + 5.0)
             self._next_extend = now + EXTEND_EVERY_S
 
@@ -737,7 +930,13 @@ class Supervisor:
             if not (c.retiring or c.aborted):
                 timeout = self.config.boot_timeout if c.booted_at is None else self.config.heartbeat_timeout
                 times.append((c.started if c.booted_at is None else c.last_seen) + timeout)
-        times += [entry.due for entry in self._pending_recovery]
+        if self._recover_at is not None:
+            times.append(self._recover_at)
+        if self._recoverer is not None and self._recoverer.kill_at is not None:
+            times.append(self._recoverer.kill_at)
+        qslot = self._quarantine_slot
+        if self._quarantine_wanted and qslot.respawn_at is not None:
+            times.append(qslot.respawn_at)
         if self._watchdog_s is not None:
             times.append(self._next_watchdog)
         if self._publish_at is not None:

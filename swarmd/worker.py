@@ -9,10 +9,28 @@ an exit code; the supervisor calls it in each forked child.
 
 Signals are recorded in a wakeup pipe and dispatched by the loop to ``handle_<name>`` methods
 (`control.signal_handler`); `HANDLED_SIGNALS`, the ones `run` installs, are those that have one.
+
+A *quarantine worker* (``quarantine=True``) is the same with concurrency 1, fetching only from the
+quarantine list (`swarmd.recovery` says why); it exits 0 once that list has stayed empty for
+`QUARANTINE_IDLE_S`. Every ordinary worker's scheduler poll also reads the quarantine list's length,
+and `quarantine_waiting` makes the supervisor start a quarantine worker.
+
+Recycling: SIGUSR2 tells a worker that the TERM to follow replaces it for a reason that is its jobs'
+fault (memory): the jobs still running when it pushes back are suspects, sent to the quarantine list
+instead of their queues; a quarantine worker counts a crash against its job instead (its list is
+recovered as if it had died). A worker may ask to be recycled itself (`ask_recycle`).
+
+Supervisor gone (EOF on the alive pipe): the worker stops at once, pushing back what it can with few
+Redis tries; whatever happens, it exits within `ORPHAN_EXIT_S` (a watcher thread ends the process if
+Redis is unreachable). A job that could not be pushed back stays in the private list, which any worker
+recovers once the liveness key expires: every step is atomic in Redis, so ending the process at any
+instant loses nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -23,7 +41,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import setproctitle
 
@@ -33,10 +51,10 @@ from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode, RedisUnavailable
 from swarmd.fetch import Fetcher
 from swarmd.heartbeat import Heartbeat, new_identity
-from swarmd.keys import Keys
+from swarmd.keys import QUARANTINE_TAG, Keys, is_quarantine_identity
 from swarmd.processor import Processor
 from swarmd.retry import Retrier
-from swarmd.retrying import until_redis_answers
+from swarmd.retrying import Backoff, until_redis_answers
 from swarmd.scheduler import Scheduler
 from swarmd.scripts import Scripts
 from swarmd.version import __version__
@@ -44,6 +62,9 @@ from swarmd.version import __version__
 log = logging.getLogger("swarmd")
 
 SETTLE_TRIES = 10  # Redis tries for each shutdown step; then the private list waits for recovery
+ORPHAN_TRIES = 2  # the same with the supervisor gone: exit soon rather than wait for Redis
+ORPHAN_EXIT_S = 2.0  # with the supervisor gone, the process ends this long after it noticed
+QUARANTINE_IDLE_S = 3.0  # a quarantine worker exits once its list has been empty this long
 
 
 def dump_threads() -> None:
@@ -51,13 +72,19 @@ def dump_threads() -> None:
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame)).rstrip()
-        log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+        log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, logs.Verbatim(stack))
 
 
 class Worker:
-    def __init__(self, config: Config, identity: str | None = None) -> None:
+    def __init__(self, config: Config, identity: str | None = None, *, quarantine: bool = False) -> None:
+        if quarantine:
+            config = dataclasses.replace(config, concurrency=1, labels=(*config.labels, "quarantine"))
+            identity = identity or f"{new_identity().rsplit(':', 1)[0]}:{QUARANTINE_TAG}{os.urandom(6).hex()}"
         self.config = config
-        self.identity = identity or new_identity()
+        self.identity = identity or new_identity(hostname=config.hostname)
+        self.quarantine = quarantine
+        # Whoever recovers this worker's list reads what it was from the identity: they must agree.
+        assert is_quarantine_identity(self.identity) == quarantine, self.identity
         self.keys = Keys(config.namespace)
         self.busy = BusyJobs()
         self.processors: list[Processor] = []
@@ -70,6 +97,12 @@ class Worker:
         self._deadline = 0.0
         self._stop_at: float | None = None  # a stop was asked for (signal, supervisor gone): its deadline
         self._poll_while_stopping: Callable[[], None] = lambda: None
+        self.recycled = False  # SIGUSR2: the stop that follows is a recycle (see the module docstring)
+        self.recycle_asked: str | None = None  # why this worker asked to be recycled (`ask_recycle`)
+        self.quarantine_waiting = 0  # jobs in the quarantine list at the last scheduler poll
+        self.orphaned = threading.Event()  # the supervisor is gone
+        self._idle_since: float | None = None  # quarantine worker: since when its list is empty
+        self._step_backoff: dict[str, Backoff] = {}  # housekeeping step -> its run of Redis errors
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,11 +113,23 @@ class Worker:
             registry.import_require(spec)
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
-            cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
+            cfg.redis, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
         )
-        connection.check_server(redis, cfg.redis_url)
+        connection.check_server(redis, cfg.redis)
         self.scripts = scripts = Scripts(redis, self.keys)
-        self.fetcher = Fetcher(scripts, self.identity, cfg.queues, cfg.queue_order, cfg.fetch_timeout)
+        # WAIT counts the replicas that have what its own connection wrote: with wait_replicas the
+        # fetcher's scripts go through a client of one connection.
+        wait = cfg.redis.wait_replicas
+        self.fetcher = Fetcher(
+            Scripts(connection.single(redis), self.keys) if wait else scripts,
+            self.identity,
+            cfg.queues,
+            cfg.queue_order,
+            cfg.fetch_timeout,
+            wait_replicas=wait,
+            wait_timeout=cfg.redis.wait_timeout,
+            quarantine=self.quarantine,
+        )
         self.retrier = Retrier(
             scripts,
             self.identity,
@@ -106,10 +151,13 @@ class Worker:
         self._next_poll = now + random.uniform(0, cfg.poll_interval)
         self._next_recovery = now + cfg.recovery_interval
         log.info(
-            "worker %s booted: concurrency %d, queues %s, Redis %s",
+            "%s %s booted: concurrency %d, queues %s, Redis %s",
+            "quarantine worker" if self.quarantine else "worker",
             self.identity,
             cfg.concurrency,
-            ",".join(f"{q.name},{q.weight}" if q.weight else q.name for q in cfg.queues),
+            self.keys.quarantine
+            if self.quarantine
+            else ",".join(f"{q.name},{q.weight}" if q.weight else q.name for q in cfg.queues),
             cfg.redacted_redis_url(),
         )
 
@@ -145,6 +193,7 @@ class Worker:
 
     def stop(self, deadline: float) -> None:
         """Wait for running jobs until ``deadline``; push back whatever did not finish."""
+        tries = ORPHAN_TRIES if self.orphaned.is_set() else SETTLE_TRIES
         self.stopping = True
         self._deadline = deadline
         log.info(
@@ -158,25 +207,43 @@ class Worker:
             time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
         self.fetcher.stop(waiter_deadline)
         unfinished = len(self.busy)
-        self._settle_redis(lambda: self.fetcher.flush_acks(raise_errors=True), "flush acks")
+        self._settle_redis(lambda: self.fetcher.flush_acks(raise_errors=True), "flush acks", tries)
         # Jobs still running are pushed back BEFORE the process exits: worse to lose a job than
         # to run it twice. A job that finishes after this finds its entry gone and acks nothing.
-        pushed = self._settle_redis(self.fetcher.drain, "push back in-flight jobs")
+        if self.quarantine and self.recycled:
+            # Recycled while running its job alone: that counts as the job's crash, exactly as if this
+            # worker had died (recover.lua counts it and moves it, only if its LREM removed it).
+            where = "counted as a crash of the job that ran alone (poison guard)"
+            pushed = self._settle_redis(self._recover_own_list, "count the crash of the running job", tries)
+        else:
+            suspects = self.recycled and not self.quarantine
+            where = (
+                "moved to the quarantine list"
+                if self.quarantine or suspects
+                else "pushed back to their queues"
+            )
+            pushed = self._settle_redis(
+                lambda: self.fetcher.drain(suspects=suspects), "push back in-flight jobs", tries
+            )
         if unfinished:
-            log.warning("timeout: %d job(s) still running were pushed back to their queues", unfinished)
+            log.warning("timeout: %d job(s) still running were %s", unfinished, where)
         elif pushed:
-            log.info("pushed %d unstarted job(s) back to their queues", pushed)
+            log.info("%d unstarted job(s) %s", pushed, where)
         # Stays in swarmd's registry if anything is left in the private list, so recovery finds it.
-        self._settle_redis(self.heartbeat.clear, "leave the process set")
+        self._settle_redis(self.heartbeat.clear, "leave the process set", tries)
         self._set_title()
+
+    def _recover_own_list(self) -> int:
+        done = recovery.recover_worker(self.scripts, self.identity, force=True)
+        return 0 if done is None else done.quarantined + done.poisoned + done.unchanged
 
     def hurry(self) -> None:
         """Cut a running `stop` short: push the running jobs back now."""
         self._deadline = time.monotonic()
 
-    def _settle_redis(self, action: Callable[[], object], what: str) -> int:
+    def _settle_redis(self, action: Callable[[], object], what: str, tries: int = SETTLE_TRIES) -> int:
         try:
-            result = until_redis_answers(action, what, tries=SETTLE_TRIES)
+            result = until_redis_answers(action, what, tries=tries)
         except connection.RedisError:
             log.error(
                 "%s: gave up; the jobs stay in %s for recovery", what, self.keys.inflight(self.identity)
@@ -188,27 +255,30 @@ class Worker:
     def _housekeeping(self, now: float, *, stopping: bool = False) -> float:
         """Do what is due; return seconds until the next thing is due."""
         cfg = self.config
-        try:
+        # Three steps, each guarded on its own: a failure in one (a bug, a Redis error) never keeps
+        # the others from running, so a scheduler poll that fails cannot stop the recovery of peers.
+        with self._step("heartbeat"):
             self.fetcher.flush_acks()
             if now >= self._next_beat:
                 self._next_beat = now + cfg.beat_interval
                 remote = self.heartbeat.beat()
                 if remote:
                     self._remote_signal(remote)
-            if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
-                # Jittered so workers spread their polls; never later than poll_interval (SPEC: a
-                # job due at T starts by T + 1 s). A poll that hit its budget comes back at once.
-                self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.0)
+        if not stopping and not self.fetcher.is_quiet and now >= self._next_poll:
+            # Jittered so workers spread their polls; never later than poll_interval (a job due at T
+            # starts by T + 1 s). A poll that hit its budget comes back at once.
+            self._next_poll = now + cfg.poll_interval * random.uniform(0.5, 1.0)
+            with self._step("scheduler"):
                 if self.scheduler.poll() is None:
                     self._next_poll = now
-            if not stopping and now >= self._next_recovery:
-                self._next_recovery = now + cfg.recovery_interval
+                self.quarantine_waiting = self.scheduler.quarantined
+                if self.quarantine:
+                    self._check_idle(now)
+        if not stopping and now >= self._next_recovery:
+            self._next_recovery = now + cfg.recovery_interval
+            with self._step("recovery"):
                 recovery.recover_dead_workers(self.scripts, self.identity)
                 recovery.prune_processes(self.redis, self.keys)
-        except connection.RedisError as exc:
-            log.warning("housekeeping: Redis error: %s", exc)
-        except Exception:  # a bug must not stop the beat: the liveness key keeps this worker's jobs
-            log.exception("housekeeping failed; carrying on")
         while self._dead_processors:
             proc, error = self._dead_processors.pop()
             log.error("processor thread died, starting a new one: %r", error)
@@ -217,6 +287,39 @@ class Worker:
                 self._add_processor()
         self._set_title()
         return max(0.0, min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0) - now)
+
+    @contextlib.contextmanager
+    def _step(self, what: str) -> Iterator[None]:
+        """One housekeeping step: Redis errors are logged when a run of them starts and when it ends
+        (`Backoff`'s rule; the loop itself sets the pace), anything else at once with its traceback."""
+        backoff = self._step_backoff.setdefault(what, Backoff(f"housekeeping ({what})"))
+        try:
+            yield
+        except connection.RedisError as exc:
+            backoff.failed(exc)
+        except Exception:  # a bug must not stop the beat: the liveness key keeps this worker's jobs
+            log.exception("housekeeping (%s) failed; carrying on", what)
+        else:
+            backoff.ok()
+
+    def _check_idle(self, now: float) -> None:
+        """A quarantine worker exits (0) once its list has been empty, and it idle, for a while."""
+        if self.quarantine_waiting or self.busy or self._stop_at is not None:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= QUARANTINE_IDLE_S:
+            log.info("the quarantine list has been empty for %.0f s: exiting", now - self._idle_since)
+            # A suspect that lands meanwhile is pushed back to the quarantine list by the stop, and the
+            # next poll of any worker asks for a new quarantine worker.
+            self._stop_at = now
+
+    def ask_recycle(self, why: str) -> None:
+        """Ask the supervisor to replace this worker, counting its running jobs' part in it: it
+        answers with SIGUSR2 and TERM (see the module docstring)."""
+        if self.recycle_asked is None:
+            log.warning("asking to be recycled: %s", why)
+            self.recycle_asked = why
 
     def _remote_signal(self, name: str) -> None:
         sig = {"TSTP": signal.SIGTSTP, "TERM": signal.SIGTERM, "TTIN": signal.SIGTTIN}.get(name)
@@ -230,7 +333,8 @@ class Worker:
 
     def title(self) -> str:
         cfg = self.config
-        text = f"swarmd {__version__} {cfg.tag} [{len(self.busy)} of {cfg.concurrency} busy]"
+        kind = " quarantine" if self.quarantine else ""
+        text = f"swarmd {__version__} {cfg.tag}{kind} [{len(self.busy)} of {cfg.concurrency} busy]"
         return text + " stopping" if self._is_quiet() else text
 
     def _set_title(self) -> None:
@@ -270,6 +374,9 @@ class Worker:
         sel.register(rfd, selectors.EVENT_READ, "signal")
         if parent_fd is not None:
             sel.register(parent_fd, selectors.EVENT_READ, "parent")
+            threading.Thread(
+                target=self._watch_parent, args=(parent_fd,), name="swarmd-parent", daemon=True
+            ).start()
         try:
             while True:
                 now = time.monotonic()
@@ -281,7 +388,9 @@ class Worker:
                 for key, _ in sel.select(wait):
                     if key.data == "parent":
                         log.error("supervisor is gone: stopping now")
+                        self.orphaned.set()
                         self._stop_at = time.monotonic()
+                        sel.unregister(key.fileobj)
                         continue
                     self._dispatch_signals(os.read(rfd, 64))
 
@@ -304,6 +413,27 @@ class Worker:
             log.info("bye")
             logs.flush()
         return int(ExitCode.OK)
+
+    def _watch_parent(self, fd: int) -> None:
+        """The supervisor holds the only write end of ``fd``: EOF means it is gone. The main loop may be
+        stuck in a Redis call right now (a blackhole: seconds per try), so this thread gives the stop
+        `ORPHAN_EXIT_S` and then ends the process itself."""
+        try:
+            while os.read(fd, 64):
+                pass
+        except OSError:
+            pass
+        self.orphaned.set()  # the main loop sees the same EOF in its selector (unless a Redis call holds it)
+        time.sleep(ORPHAN_EXIT_S)
+        log.error(
+            "supervisor is gone and the stop did not finish within %.0f s: exiting; jobs left in %s "
+            "are recovered once this worker's liveness key expires",
+            ORPHAN_EXIT_S,
+            self.keys.inflight(self.identity),
+        )
+        with contextlib.suppress(Exception):
+            logs.flush()
+        os._exit(int(ExitCode.OK))
 
     # -- signals (`HANDLED_SIGNALS` lists the ones with a handler) -----------------------------------
     def _dispatch_signals(self, signums: bytes) -> None:
@@ -341,6 +471,16 @@ class Worker:
     def handle_usr1(self) -> None:
         logs.reopen_logs()
         log.info("log files reopened")
+
+    def handle_usr2(self) -> None:
+        if not self.recycled:
+            self.recycled = True
+            log.warning(
+                "being recycled: jobs still running at the stop %s",
+                "count as crashes of the job (poison guard)"
+                if self.quarantine
+                else "go to the quarantine list, to run alone",
+            )
 
 
 HANDLED_SIGNALS = control.handled_signals(Worker)

@@ -6,6 +6,8 @@
 -- ARGV[2]  TTL of the daily stat key (seconds)
 -- ARGV[3..] raw jobs that finished: removed from the in-flight list and counted as processed
 -- Returns a flat array: queue index (0-based into KEYS[4..]), raw job, queue index, raw job, ...
+-- A queue key that is not a list (WRONGTYPE) is skipped, so it cannot starve the others: it appears
+-- as -1 - its index, followed by the error text, once per call.
 --
 -- A fetched job is in the in-flight list before this script returns: if the reply is lost or the
 -- worker dies, the job is still in Redis, where reconcile or recovery finds it.
@@ -23,8 +25,11 @@ local want = tonumber(ARGV[1])
 local out = {}
 for k = 4, #KEYS do
   if want <= 0 then break end
-  local got = redis.call('RPOP', KEYS[k], want)
-  if got then
+  local got = redis.pcall('RPOP', KEYS[k], want)
+  if type(got) == 'table' and got.err then
+    out[#out + 1] = -1 - (k - 4)
+    out[#out + 1] = got.err
+  elseif got then
     redis.call('LPUSH', inflight, unpack(got))
     for _, job in ipairs(got) do
       out[#out + 1] = k - 4

@@ -2,8 +2,9 @@
 -- from the right). Each job moves only if this call removed it from the in-flight list, so two
 -- callers can never push the same entry back twice, and a job is never in neither place.
 -- KEYS[1]   in-flight list        KEYS[2]   `dead`
--- KEYS[3..] for each job, its queue key, or the `dead` key for a job that cannot be decoded (it goes
---           to `dead` unchanged)
+-- KEYS[3..] for each job, its queue key (or the quarantine list, for a quarantine worker's job or a
+--           recycled worker's suspect: the head of a list is its right end there too), or the `dead`
+--           key for a job that cannot be decoded (it goes to `dead` unchanged)
 -- ARGV[1]   score for entries sent to `dead`;   ARGV[2..] the raw jobs, aligned with KEYS[3..]
 -- Returns how many jobs were moved.
 local moved = 0

@@ -1,28 +1,37 @@
--- Recover the private in-flight list of a worker that died (crash, SIGKILL, vanished host).
--- KEYS[1] the dead worker's in-flight list   KEYS[2] its liveness key   KEYS[3] `dead`
--- KEYS[4] swarmd:workers
--- then, for each job i: KEYS[4+2i-1] its queue (or `dead` for an undecodable job),
---                       KEYS[4+2i]   its crash counter swarmd:crashes:<jid>
--- ARGV[1] identity   ARGV[2] "1" to recover even if the liveness key exists (the supervisor saw
--- the process die)   ARGV[3] crash counter TTL   ARGV[4] crashes before a job is poison   ARGV[5] now
--- then, for each job i: ARGV[5+2i-1] the raw job, ARGV[5+2i] the job as it goes to `dead` if poison
--- Returns {requeued, poisoned} or -1 when the worker is alive after all.
+-- Recover the private in-flight list of a worker that died (crash, SIGKILL, vanished host) or was
+-- recycled (memory) with jobs still running.
+-- KEYS[1] the worker's private list   KEYS[2] its liveness key   KEYS[3] `dead`   KEYS[4] swarmd:workers
+-- KEYS[5] swarmd:quarantine   KEYS[6] `processes`   KEYS[7..9] its `<identity>`, `<identity>:work` and
+--         `<identity>:workers` (Sidekiq's records of the process)
+-- KEYS[10] swarmd:recovery (the counts behind swarmd_jobs_recovered_total / swarmd_jobs_poisoned_total)
+-- KEYS[10+i] for job i: its crash counter swarmd:crashes:<jid> (touched only when its fate is "count")
+-- ARGV[1] identity   ARGV[2] "1" to recover even if the liveness key exists (the process is known to
+--         be gone)   ARGV[3] crash counter TTL   ARGV[4] crashes that make a job poison   ARGV[5] now
+-- then for each job i: ARGV[3+3i] the job as it is in the list, ARGV[4+3i] its fate, ARGV[5+3i] the job
+--         as it goes to `dead` if this crash makes it poison ("" unless the fate is "count"). Fates:
+--   "dead"        undecodable: to `dead` unchanged
+--   "quarantine"  a suspect (it ran beside others in an ordinary worker): to the quarantine list,
+--                 where it runs alone; no crash is counted
+--   "count"       it ran alone in a quarantine worker: one crash counted; at the limit it goes to
+--                 `dead` (as poison), else back to the quarantine list
+-- Returns {quarantined, poisoned, dead unchanged}, or -1 when the worker is alive after all.
 --
--- Each job is removed with LREM before it is pushed anywhere: if two recoverers race, only the one
--- whose LREM removed the entry pushes it, so no job is recovered twice.
+-- Each job is removed with LREM before it is pushed anywhere: if two recoverers race, or one call is
+-- sent again after its reply was lost, only the call whose LREM removed the entry moves it (and counts
+-- its crash), so no job is recovered, or counted, twice.
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
-local requeued, poisoned = 0, 0
-local n = (#KEYS - 4) / 2
+local quarantined, poisoned, unchanged = 0, 0, 0
+local n = #KEYS - 10
 for i = 1, n do
-  local target, counter = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
-  local raw, poison = ARGV[5 + 2 * i - 1], ARGV[5 + 2 * i]
+  local raw, fate, poison = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
   if redis.call('LREM', KEYS[1], -1, raw) > 0 then
-    if target == KEYS[3] then
+    if fate == 'dead' then
       redis.call('ZADD', KEYS[3], ARGV[5], raw)
-      poisoned = poisoned + 1
-    else
+      unchanged = unchanged + 1
+    elseif fate == 'count' then
+      local counter = KEYS[10 + i]
       local crashes = redis.call('INCR', counter)
       redis.call('EXPIRE', counter, ARGV[3])
       if crashes >= tonumber(ARGV[4]) then
@@ -30,13 +39,29 @@ for i = 1, n do
         redis.call('DEL', counter)
         poisoned = poisoned + 1
       else
-        redis.call('RPUSH', target, raw)
-        requeued = requeued + 1
+        redis.call('RPUSH', KEYS[5], raw)
+        quarantined = quarantined + 1
       end
+    else
+      redis.call('RPUSH', KEYS[5], raw)
+      quarantined = quarantined + 1
     end
   end
 end
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[1])
+if quarantined > 0 then
+  redis.call('HINCRBY', KEYS[10], 'recovered', quarantined)
 end
-return {requeued, poisoned}
+if poisoned > 0 then
+  redis.call('HINCRBY', KEYS[10], 'poison', poisoned)
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  -- Nothing of the process is left: it leaves swarmd's registry and Sidekiq's process set at once
+  -- (Web UI, swarmctl status) instead of when its records expire.
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('SREM', KEYS[6], ARGV[1])
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9])
+  if ARGV[2] == '1' then
+    redis.call('DEL', KEYS[2])
+  end
+end
+return {quarantined, poisoned, unchanged}

@@ -26,6 +26,7 @@ import yaml
 from swarmd import payload
 from swarmd.client import Client
 from tests.conftest import Daemon, Ledger, wait_until
+from tests.replies import as_bytes, set_members
 
 JOBS_MODULE = "swarmd_testjobs"
 
@@ -133,9 +134,10 @@ from swarmd.config import load_config
 from swarmd.worker import Worker
 config = load_config(sys.argv[1])
 setup_logs(config)
-sys.exit(Worker(config).run())
+sys.exit(Worker(config, quarantine="--quarantine" in sys.argv[2:]).run())
 """
-"""One worker with no supervisor around it: what the supervisor runs in each forked child."""
+"""One worker with no supervisor around it: what the supervisor runs in each forked child (with
+``--quarantine``: a quarantine worker)."""
 
 _SCRUBBED_ENV = ("REDIS_URL", "APP_ENV", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
@@ -207,9 +209,10 @@ class App(Ledger):
             argv += ["-C", str(config)]
         return self._popen([*argv, *args], env)
 
-    def start_worker(self, config: Path) -> Daemon:
+    def start_worker(self, config: Path, *, quarantine: bool = False) -> Daemon:
         """A bare `swarmd.worker.Worker` process (config ``require`` must name the job module)."""
-        return self._popen([sys.executable, "-c", BARE_WORKER, str(config)], None)
+        extra = ["--quarantine"] if quarantine else []
+        return self._popen([sys.executable, "-c", BARE_WORKER, str(config), *extra], None)
 
     def _popen(self, argv: list[str], env: dict[str, str] | None) -> Daemon:
         out_path = self.root / f"swarmd-{len(self.daemons)}.out"
@@ -259,7 +262,7 @@ class App(Ledger):
         def ident() -> str | None:
             if not daemon.alive():
                 pytest.fail(f"swarmd exited with {daemon.proc.returncode} before booting:\n{daemon.output()}")
-            for m in self.r.smembers(f"{prefix}processes"):
+            for m in set_members(self.r, f"{prefix}processes"):
                 info = self.r.hget(f"{prefix}{m.decode()}", "info")
                 if info is None:
                     continue
@@ -278,7 +281,9 @@ class App(Ledger):
 
     # -- enqueueing and the ledger ----------------------------------------------------------------
     def enqueue(self, name: str, *args: Any, queue: str = "default", **options: Any) -> str:
-        return self.client.enqueue(name, args, None, {"queue": queue, **options})
+        jid = self.client.enqueue(name, args, None, {"queue": queue, **options})
+        assert jid is not None  # no client middleware drops jobs here
+        return jid
 
     def raw_job(self, name: str, *args: Any, queue: str = "default", **fields: Any) -> bytes:
         """The bytes of a job as the client would push it (for LPUSH/ZADD by hand)."""
@@ -303,7 +308,7 @@ def app(tmp_path: Path, redis_url: str) -> Iterator[App]:
     try:  # where the jobs were when the test ended
         print("----- Redis -----")
         for key in sorted(a.r.scan_iter("*")):
-            kind = a.r.type(key).decode()
+            kind = as_bytes(a.r.type(key)).decode()
             size = {"list": a.r.llen, "zset": a.r.zcard, "set": a.r.scard, "hash": a.r.hlen}.get(kind)
             print(key.decode(errors="replace"), kind, size(key) if size else "")
     except redis.RedisError as exc:

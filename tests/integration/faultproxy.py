@@ -11,6 +11,10 @@ The proxy remembers, per connection, the name of the last command the client sen
 a reply to that command arrives whose bytes contain ``containing`` (e.g. a token in the job it
 carries), the proxy closes both sockets instead of relaying it: Redis has executed the command, the
 client never learns its result. That is the "lost reply" of SPEC 3.3. It fires once, then disarms.
+
+``proxy.blackhole(True)`` is a network partition: connections are still accepted (and stay open), but
+every byte in either direction is dropped, so each command waits for its socket timeout. Bytes sent
+meanwhile stay lost after ``blackhole(False)``; clients recover by reconnecting after their timeout.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class FaultProxy:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._armed: tuple[bytes, bytes] | None = None
+        self._blackhole = False
         self._sockets: set[socket.socket] = set()
         self._connections = 0
         self._closed = False
@@ -58,6 +63,15 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         self._accepter.start()
         return self
+
+    def blackhole(self, on: bool) -> None:
+        """Drop every byte both ways (``True``) until called with ``False``."""
+        with self._lock:
+            self._blackhole = on
+
+    def _swallowed(self) -> bool:
+        with self._lock:
+            return self._blackhole
 
     def drop_next_reply(self, command: bytes, containing: bytes) -> None:
         """Lose the next reply to ``command`` (e.g. ``b"BLMOVE"``) whose bytes contain ``containing``."""
@@ -99,6 +113,8 @@ class FaultProxy:
     ) -> None:
         try:
             while data := client.recv(65536):
+                if self._swallowed():
+                    continue
                 name = _command_name(data)
                 if name is not None:
                     state["last"] = name
@@ -112,6 +128,8 @@ class FaultProxy:
     ) -> None:
         try:
             while data := server.recv(65536):
+                if self._swallowed():
+                    continue
                 with self._lock:
                     armed = self._armed
                     drop = armed is not None and state["last"] == armed[0] and armed[1] in data

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from swarmd.client import Client
 from swarmd.devredis import RedisServer
 from tests.conftest import SIDEKIQ_YML
 from tests.integration.conftest import JOBS_MODULE, App, free_port
+from tests.replies import as_bytes
 
 
 @pytest.mark.parametrize(("environment", "concurrency"), [("production", 25), ("staging", 15), (None, 10)])
@@ -22,7 +27,7 @@ def test_seed_yaml_runs_unchanged(app: App, environment: str | None, concurrency
     d = app.start(*args, env=app.env(REDIS_URL=app.redis_url))  # the file names no Redis: REDIS_URL
     ident = app.wait_booted(d)
     assert app.r.hget(ident, "concurrency") == str(concurrency).encode()
-    info = json.loads(app.r.hget(ident, "info"))
+    info = json.loads(as_bytes(app.r.hget(ident, "info")))
     assert info["queues"] == ["default", "low"]
     assert info["concurrency"] == concurrency
     pidfile = app.root / "tmp" / "pids" / "sidekiq.pid"  # relative to the working directory
@@ -45,7 +50,7 @@ def test_flags_override_the_file(app: App) -> None:
         "-g", "flagged", "--redis-url", app.redis_url,
     )  # fmt: skip
     ident = app.wait_booted(d)
-    info = json.loads(app.r.hget(ident, "info"))
+    info = json.loads(as_bytes(app.r.hget(ident, "info")))
     assert (info["concurrency"], info["queues"], info["tag"]) == (3, ["urgent", "low"], "flagged")
 
 
@@ -94,12 +99,118 @@ def test_bad_flag_value_exits_78_naming_the_flag(app: App) -> None:
     assert "--concurrency" in one_line(result.stderr)
 
 
-@pytest.mark.parametrize("argv", [["--no-such-flag"], ["-c", "many"], ["-t"]])
-def test_usage_errors_exit_2(app: App, argv: list[str]) -> None:
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["-c", "many"], ["-t"], ["-q"], ["-p", "1.5"]])
+def test_usage_errors_exit_2_with_one_line(app: App, argv: list[str]) -> None:
     result = app.run(*argv)
     assert result.returncode == 2
-    assert "usage: swarmd" in result.stderr
-    assert "Traceback" not in result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith("swarmd: error: ")
+    assert line.endswith(" (see swarmd --help)")
+
+
+@pytest.mark.parametrize("argv", [["bogus"], ["retries", "--limit", "0"], []])
+def test_swarmctl_usage_errors_exit_2_with_one_line(app: App, argv: list[str]) -> None:
+    result = swarmctl(app, *argv)
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith("swarmctl: error: ")
+    assert line.endswith("--help)")
+
+
+def swarmctl(app: App, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "swarmctl"), *argv],
+        cwd=app.root,
+        env=env or app.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+BAD_URLS = ["redis://127.0.0.1:notaport/0", "redis://[::1", "redis://127.0.0.1:99999/0", "redis://h/notadb"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("source", ["flag", "variable", "file"])
+@pytest.mark.parametrize("command", ["swarmd", "swarmctl"])
+def test_a_malformed_redis_url_is_one_line_and_exit_78(app: App, url: str, source: str, command: str) -> None:
+    url = url.replace("redis://", "redis://:hunter2@")
+    argv, env, where = [], app.env(), {"flag": "--redis-url", "variable": "SWARMD_REDIS_URL"}.get(source)
+    if source == "flag":
+        argv = ["--redis-url", url]
+    elif source == "variable":
+        env["SWARMD_REDIS_URL"] = url
+    else:
+        (app.root / "bad.yml").write_text(f"redis:\n  url: '{url}'\n")
+        argv, where = ["-C", "bad.yml"], "bad.yml: redis.url"
+    if command == "swarmd":
+        result = subprocess.run(
+            [sys.executable, "-m", "swarmd", *argv], cwd=app.root, env=env, capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+    else:
+        result = swarmctl(app, *argv, "status", env=env)
+    assert result.returncode == 78, result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith(f"{command}: {where}: expected "), line
+    assert "hunter2" not in result.stderr
+    assert "redis://:***@" in line
+
+
+def test_configure_with_a_malformed_url_raises_one_line(app: App) -> None:
+    code = """
+import swarmd
+try:
+    swarmd.configure(redis_url="redis://h:notaport/0")
+except swarmd.ConfigError as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=app.env(), capture_output=True, text=True, check=False
+    )
+    assert (
+        result.stdout
+        == "redis_url: expected a port number 1-65535 after the host, got 'redis://h:notaport/0'\n"
+    )
+
+
+@pytest.mark.parametrize("flag", ["-C", "-L", "-P"])
+def test_a_fifo_as_config_logfile_or_pidfile_exits_78_without_hanging(app: App, flag: str) -> None:
+    os.mkfifo(app.root / "fifo")
+    result = app.run(flag, "fifo", "--redis-url", app.redis_url, timeout_s=30)
+    assert result.returncode == 78, result.stderr
+    assert "got a FIFO" in one_line(result.stderr)
+
+
+BILLION_LAUGHS = (
+    "a: &a ["
+    + ", ".join(["lol"] * 10)
+    + "]\n"
+    + "".join(
+        f"{b}: &{b} [" + ", ".join([f"*{a}"] * 10) + "]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "require: *i\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tag: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than"),
+        ("concurrency: " + "7" * 5000 + "\n", "an integer of 5000 characters"),
+        (BILLION_LAUGHS, "aliases expand to more than"),
+    ],
+    ids=["deep", "long-int", "billion-laughs"],
+)
+def test_hostile_config_files_exit_78_with_one_line(app: App, text: str, expected: str) -> None:
+    (app.root / "hostile.yml").write_text(text)
+    result = app.run("-C", "hostile.yml")
+    assert result.returncode == 78, result.stderr
+    assert expected in one_line(result.stderr)
 
 
 def test_version(app: App) -> None:

@@ -17,6 +17,7 @@ import yaml
 import swarmd
 from swarmd import client as client_mod
 from swarmd.client import Client
+from tests.replies import as_bytes, items, scored
 
 
 @swarmd.job(name="ClientProbe")
@@ -36,7 +37,7 @@ def default(c: Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
 
 
 def only_job(r: redis.Redis, queue: str = "default") -> tuple[bytes, dict[str, Any]]:
-    raws = r.lrange(f"queue:{queue}", 0, -1)
+    raws = items(r, f"queue:{queue}")
     assert len(raws) == 1, raws
     return raws[0], json.loads(raws[0])
 
@@ -46,7 +47,7 @@ def test_perform_async_payload(r: redis.Redis, default: Client) -> None:
     jid = probe.perform_async("a.png", 100, 1.5, None, [True], {"k": "v"})
     after = time.time()
     raw, job = only_job(r)
-    assert re.fullmatch(r"[0-9a-f]{24}", jid)
+    assert jid is not None and re.fullmatch(r"[0-9a-f]{24}", jid)
     assert job == {
         "retry": True,
         "queue": "default",
@@ -104,8 +105,7 @@ def test_perform_in_seconds_and_timedelta(r: redis.Redis, default: Client) -> No
     jid1 = probe.perform_in(30, "a")
     jid2 = probe.perform_in(dt.timedelta(minutes=2), "b")
     after = time.time()
-    members = dict(r.zrange("schedule", 0, -1, withscores=True))
-    by_jid = {json.loads(m)["jid"]: (json.loads(m), score) for m, score in members.items()}
+    by_jid = {json.loads(m)["jid"]: (json.loads(m), score) for m, score in scored(r, "schedule")}
     job1, score1 = by_jid[jid1]
     job2, score2 = by_jid[jid2]
     assert before + 30 <= score1 <= after + 30
@@ -122,7 +122,7 @@ def test_perform_at_aware_datetime_and_epoch(r: redis.Redis, default: Client) ->
     jid1 = probe.perform_at(when, "a")
     jid2 = probe.perform_at(2_000_000_000.25, "b")
     jid3 = probe.perform_in(2_000_000_100, "c")  # Sidekiq: an "interval" this big is an absolute time
-    scores = {json.loads(m)["jid"]: s for m, s in r.zrange("schedule", 0, -1, withscores=True)}
+    scores = {json.loads(m)["jid"]: s for m, s in scored(r, "schedule")}
     assert scores == {jid1: when.timestamp(), jid2: 2_000_000_000.25, jid3: 2_000_000_100.0}
 
 
@@ -143,7 +143,7 @@ def test_perform_bulk_one_lpush_per_thousand(r: redis.Redis, default: Client) ->
     assert stats["cmdstat_lpush"]["calls"] == 3
     assert len(jids) == len(set(jids)) == 2_500
     # FIFO across batches: consumers take from the right, in the order the jobs were given.
-    popped = [json.loads(r.rpop("queue:default"))["jid"] for _ in range(2_500)]
+    popped = [json.loads(as_bytes(r.rpop("queue:default")))["jid"] for _ in range(2_500)]
     assert popped == jids
 
 
@@ -172,7 +172,7 @@ def test_push_keeps_a_given_jid_and_schedules_with_at(r: redis.Redis, default: C
     swarmd.push({"class": "RubyWorker", "args": [], "at": 2_000_000_000.5, "queue": "low"})
     _, job = only_job(r)
     assert job["jid"] == "0123456789abcdef01234567"
-    [(member, score)] = r.zrange("schedule", 0, -1, withscores=True)
+    [(member, score)] = scored(r, "schedule")
     assert score == 2_000_000_000.5
     scheduled = json.loads(member)
     assert scheduled["queue"] == "low"

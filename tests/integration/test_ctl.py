@@ -10,14 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from swarmd import Client, connection, payload
+from swarmd.admin import Admin, Outcome
+from swarmd.busy import BusyJob
 from swarmd.config import load_config
-from swarmd.ctl import main, requeue
+from swarmd.ctl import main
 from swarmd.heartbeat import Heartbeat
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
@@ -52,7 +54,7 @@ def fake_process(conn: connection.Redis, tmp_path: Path, busy: int = 0, tag: str
     """A process record written by swarmd's own heartbeat code (what a live worker writes)."""
     (tmp_path / "swarmd.yml").write_text(f"tag: {tag}\nqueues: [critical, default]\nconcurrency: 7\n")
     config = load_config(str(tmp_path / "swarmd.yml"))
-    jobs = {f"t{i}": ("default", b'{"class":"X","args":[]}', int(time.time())) for i in range(busy)}
+    jobs = {f"t{i}": BusyJob("default", b'{"class":"X","args":[]}', int(time.time())) for i in range(busy)}
     identity = f"box:{4000 + busy}:{os.urandom(6).hex()}"
     beat = Heartbeat(Scripts(conn, K), identity, config, lambda: jobs, lambda: False)
     beat.beat()
@@ -65,6 +67,10 @@ def failed_job(count: int = 0) -> bytes:
     for _ in range(count + 1):
         payload.record_failure(job, "ValueError", "bad value\nsecond line")
     return payload.encode(job)
+
+
+def zmembers(r: redis.Redis, key: str) -> list[bytes]:
+    return cast(list[bytes], r.zrange(key, 0, -1))
 
 
 def add_failed(r: redis.Redis, key: str, *offsets: float, count: int = 0) -> list[str]:
@@ -185,7 +191,8 @@ def test_status_reads_ruby_sidekiq_process_records(
     assert 2.5 < procs[0]["beat_age_s"] < 10
     assert (procs[1]["rss_kb"], procs[1]["version"]) == (None, "8.1.7")
     code, out, _ = ctl(capsys, "status", "--redis-url", redis_url)
-    row = out.splitlines()[2].split()
+    assert out.splitlines()[2].split() == ["vm:", "2", "processes", "2/9"]  # both on host "vm"
+    row = out.splitlines()[3].split()
     assert row[:6] == [old, "13384", "mytag", "2/4", "29.6", "MB"] and row[-1] == "quiet"
 
 
@@ -197,9 +204,10 @@ def test_status_human_is_a_table(
     code, out, _ = ctl(capsys, "status", "--redis-url", redis_url)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "Processes: 1"
-    assert lines[1].split() == ["IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"]
-    row = lines[2].split()
+    assert lines[0] == "Processes: 1 on 1 host"
+    assert lines[1].split() == ["HOST", "/", "IDENTITY", "PID", "TAG", "BUSY", "RSS", "BEAT", "STATE"]
+    assert lines[2].split() == [f"{beat.identity.split(':')[0]}:", "1", "process", "3/7"]
+    row = lines[3].split()
     assert row[:4] == [beat.identity, str(os.getpid()), "shop", "3/7"]
     assert row[-1] == "running"
     assert "Queues: 1" in lines
@@ -347,7 +355,7 @@ def test_enqueue_pushes_a_sidekiq_job(
 
     code, out, _ = ctl(capsys, "enqueue", "Later", "--in", "60", "--redis-url", redis_url)
     assert code == 0
-    [(raw, score)] = r.zrange(K.schedule, 0, -1, withscores=True)
+    [(raw, score)] = cast(list[tuple[bytes, float]], r.zrange(K.schedule, 0, -1, withscores=True))
     assert json.loads(raw)["jid"] == out.strip() and json.loads(raw)["args"] == []
     assert score == pytest.approx(time.time() + 60, abs=5)
 
@@ -396,20 +404,21 @@ def test_retry_moves_a_job_back_exactly_once(
     assert job["enqueued_at"] == pytest.approx(time.time(), abs=5)
     assert job["error_class"] == "ValueError"  # failure fields are kept, as in Sidekiq
     assert r.smembers(K.queues) == {b"default"}
-    assert [json.loads(m)["jid"] for m in r.zrange(K.retry, 0, -1)] == [other]
+    assert [json.loads(m)["jid"] for m in zmembers(r, K.retry)] == [other]
 
     code, _, err = ctl(capsys, "retry", jid, "--redis-url", redis_url)
     assert (code, err) == (1, f"swarmctl: no job {jid} in retry or dead\n")
     assert r.llen(K.queue("default")) == 1
 
 
-def test_requeue_of_a_stale_snapshot_pushes_nothing(
+def test_retry_now_of_a_stale_snapshot_pushes_nothing(
     redis_url: str, r: redis.Redis, conn: connection.Redis
 ) -> None:
     add_failed(r, K.retry, 500, 600)
-    members = r.zrange(K.retry, 0, -1)
-    assert requeue(conn, K, K.retry, members) == (2, 0)
-    assert requeue(conn, K, K.retry, members) == (0, 0)  # a second admin, or the scheduler, lost the race
+    admin = Admin(conn)
+    entries = admin.page("retry", 0, 10).entries
+    assert admin.retry_now("retry", entries) == Outcome(done=2)
+    assert admin.retry_now("retry", entries) == Outcome(gone=2)  # a second admin, or the scheduler, lost
     assert r.llen(K.queue("default")) == 2
 
 
@@ -438,11 +447,12 @@ def test_delete(capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Red
     [retry_jid] = add_failed(r, K.retry, 5)
     [dead_jid, keep] = add_failed(r, K.dead, -5, -6)
     jid = Client(redis_url).enqueue("Later", [], None, {}, at=time.time() + 300)
+    assert jid is not None
     for target, where in ((retry_jid, "retry"), (dead_jid, "dead"), (jid, "schedule")):
         code, out, _ = ctl(capsys, "delete", target, "--redis-url", redis_url)
         assert (code, out) == (0, f"deleted {target} from {where}\n")
     assert (r.zcard(K.retry), r.zcard(K.schedule)) == (0, 0)
-    assert [json.loads(m)["jid"] for m in r.zrange(K.dead, 0, -1)] == [keep]
+    assert [json.loads(m)["jid"] for m in zmembers(r, K.dead)] == [keep]
     code, _, err = ctl(capsys, "delete", keep, "--from", "retry", "--redis-url", redis_url)
     assert (code, err) == (1, f"swarmctl: no job {keep} in retry\n")
     code, _, _ = ctl(capsys, "delete", "*", "--redis-url", redis_url)  # not a glob
@@ -453,11 +463,11 @@ def test_clear(capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redi
     client = Client(redis_url)
     client.enqueue_bulk("Job", [[1], [2], [3]], {"queue": "low"})
     client.enqueue("Job", [], None, {})
-    result = run_ctl("clear", "low", "--redis-url", redis_url)
+    result = run_ctl("clear", "low", "--yes", "--redis-url", redis_url)
     assert (result.returncode, result.stdout) == (0, "cleared queue low: 3 jobs deleted\n")
     assert not r.exists(K.queue("low"))
     assert r.smembers(K.queues) == {b"default"}
-    code, _, err = ctl(capsys, "clear", "low", "--redis-url", redis_url)
+    code, _, err = ctl(capsys, "clear", "low", "-y", "--redis-url", redis_url)
     assert (code, err) == (1, "swarmctl: no queue named 'low'\n")
 
 

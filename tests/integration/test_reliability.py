@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,19 +15,10 @@ import redis
 
 from swarmd.client import Client
 from swarmd.devredis import RedisServer
-from tests.conftest import wait_until
-from tests.integration.conftest import JOBS_MODULE, App, Daemon, free_port
+from tests.conftest import Daemon, wait_until
+from tests.integration.conftest import JOBS_MODULE, App, free_port
 from tests.integration.faultproxy import FaultProxy
-
-
-def happens_within(predicate: Callable[[], object], timeout_s: float) -> bool:
-    """Like wait_until, but returns False instead of failing (for asserting with a message)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from tests.replies import members
 
 
 def worker_pgid(pid: int) -> int | None:
@@ -88,9 +78,10 @@ def test_sigkill_mid_stream_loses_nothing_and_every_duplicate_is_explained(app: 
 
 
 @pytest.mark.parametrize("runner", ["swarmd", "bare worker"])
-def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app: App, runner: str) -> None:
-    # "swarmd": the supervisor sees each death and recovers at once. "bare worker": nobody is left,
-    # the test restarts a worker (as systemd would), which recovers once the liveness key expires.
+def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_runs(app: App, runner: str) -> None:
+    # "swarmd": the supervisor sees each death, recovers at once and starts the quarantine worker.
+    # "bare worker": nobody is left, the test starts a worker (as systemd would): an ordinary one
+    # first, then quarantine workers; each recovers the last one's list once its liveness key expired.
     raw = app.raw_job("Crash", "p1")
     jid = json.loads(raw)["jid"]
     app.r.lpush("queue:default", raw)
@@ -98,7 +89,10 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app:
     daemons: list[Daemon] = []
 
     def start() -> None:
-        daemons.append(app.start(config=config) if runner == "swarmd" else app.start_worker(config))
+        if runner == "swarmd":
+            daemons.append(app.start(config=config))
+        else:
+            daemons.append(app.start_worker(config, quarantine=bool(daemons)))
 
     def settled() -> bool:
         if app.r.zcard("dead"):
@@ -110,23 +104,41 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_crashes(app:
         return False
 
     wait_until(settled, 60, what="the poison job to reach dead")
-    [member] = app.r.zrange("dead", 0, -1)
+    [member] = members(app.r, "dead")
     job = json.loads(member)
     assert job["jid"] == jid
     assert job["error_class"] == "swarmd.PoisonJob"
-    assert "crashed 3 times" in job["error_message"]
+    assert (
+        "3 times: once beside other jobs, then 2 times alone in a quarantine worker" in job["error_message"]
+    )
     assert job["args"] == ["p1"]
     assert app.count("start") == {"p1": 3}
-    assert app.r.llen("queue:default") == 0
+    assert app.r.llen("queue:default") == app.r.llen("swarmd:quarantine") == 0
     assert not app.r.exists(f"swarmd:crashes:{jid}")
     # Work goes on with ordinary jobs (a fresh worker if the last one was the third crash).
-    if not daemons[-1].alive():
-        start()
+    if not daemons[-1].alive() or runner == "bare worker":
+        daemons.append(app.start(config=config) if runner == "swarmd" else app.start_worker(config))
     app.enqueue("Record", "after-poison")
     app.wait_tokens(["after-poison"])
 
 
 # -- lost replies (fault proxy) ---------------------------------------------------------------------------
+
+
+def ran_once_and_nothing_is_left(app: App, token: str) -> None:
+    """``token`` ran exactly once and no copy of it is left anywhere.
+
+    A copy pushed back by mistake would go to the head of its queue and run before a job enqueued
+    now (the workers here have one processor), so once that later job is done a duplicate would have
+    shown in the ledger; a copy stranded in a private list keeps `wait_inflight_empty` waiting.
+    """
+    app.enqueue("Record", f"after-{token}")
+    app.wait_tokens([f"after-{token}"])
+    app.wait_inflight_empty()
+    counts = app.count()
+    assert counts[token] == counts[f"after-{token}"] == 1
+    assert max(counts.values()) == 1, counts  # and nothing else ran twice either
+    assert app.r.llen("queue:default") == 0
 
 
 def wait_idle_in_blmove(app: App) -> None:
@@ -187,8 +199,8 @@ def test_lost_fetch_reply_with_nothing_else_queued_job_still_runs(
     app.enqueue("Record", "lost5")
     app.flag("holder5")
     assert proxy.dropped_event.wait(10), "the fetch reply was never dropped"
-    ran = happens_within(lambda: "lost5" in app.tokens(), 5)
-    assert ran, f"lost5 never ran; private lists hold {app.inflight_entries()} job(s)"
+    app.wait_tokens(["lost5"], timeout_s=10)
+    ran_once_and_nothing_is_left(app, "lost5")
 
 
 def test_lost_blmove_reply_then_more_work_job_runs_once(
@@ -218,8 +230,8 @@ def test_lost_blmove_reply_on_an_idle_worker_job_still_runs(
     proxy.drop_next_reply(b"BLMOVE", containing=b"lost3")
     app.enqueue("Record", "lost3")
     assert proxy.dropped_event.wait(10), "the BLMOVE reply was never dropped"
-    ran = happens_within(lambda: "lost3" in app.tokens(), 5)
-    assert ran, f"lost3 never ran; private lists hold {app.inflight_entries()} job(s)"
+    app.wait_tokens(["lost3"], timeout_s=10)
+    ran_once_and_nothing_is_left(app, "lost3")
 
 
 def test_lost_blmove_reply_job_is_not_lost_at_stop(proxied: tuple[RedisServer, FaultProxy], app: App) -> None:
@@ -261,11 +273,10 @@ def test_a_frozen_workers_blocked_fetch_cannot_strand_a_job(app: App) -> None:
             lambda: not app.r.sismember("swarmd:workers", ident_a), 10, what="B to recover A and forget it"
         )
         app.enqueue("Record", "z1")
-        ran = happens_within(lambda: "z1" in app.tokens(), 10)
+        app.wait_tokens(["z1"], timeout_s=15)
+        ran_once_and_nothing_is_left(app, "z1")
     finally:
         a.kill_group()  # the frozen host never comes back
-    assert ran, f"z1 never ran; A's private list: {app.r.lrange(f'swarmd:inflight:{ident_a}', 0, -1)}"
-    assert app.count() == {"z1": 1}
 
 
 def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.Redis, redis_url: str) -> None:
@@ -288,7 +299,7 @@ def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.R
     r.delete(keys.retry)
     r.lpush(keys.inflight("me"), raw)
     assert retrier.failed(Work(raw, "default"), job, ValueError("second attempt")) == "retry"
-    stored = json.loads(r.zrange(keys.retry, 0, 0)[0])
+    stored = json.loads(members(r, keys.retry)[0])
     assert stored["retry_count"] == 0
     client.close()
 

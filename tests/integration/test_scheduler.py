@@ -15,6 +15,7 @@ from swarmd.keys import Keys
 from swarmd.scheduler import Scheduler
 from swarmd.scripts import Scripts
 from tests.integration.conftest import App
+from tests.replies import as_bytes, items, scored
 
 
 def scheduled_raw(name: str, *args: Any, **fields: Any) -> bytes:
@@ -30,7 +31,7 @@ def test_due_job_moves_to_its_queue_with_a_fresh_enqueued_at(r: redis.Redis, red
     future = scheduled_raw("Future", 1)
     r.zadd("schedule", {due: now - 1, future: now + 3600})
     assert Scheduler(Scripts(connection.connect(redis_url), Keys())).poll() == 1
-    [raw] = r.lrange("queue:low", 0, -1)
+    [raw] = items(r, "queue:low")
     job = json.loads(raw)
     original = json.loads(due)
     assert job["args"] == [2**60, 1.0, "é"]
@@ -47,7 +48,7 @@ def test_due_retry_moves_back_keeping_its_failure_fields(r: redis.Redis, redis_u
     payload.record_failure(data, "ValueError", "boom 2")
     r.zadd("retry", {payload.encode(data): time.time() - 1})
     assert Scheduler(Scripts(connection.connect(redis_url), Keys())).poll() == 1
-    job = json.loads(r.rpop("queue:q1"))
+    job = json.loads(as_bytes(r.rpop("queue:q1")))
     assert (job["retry_count"], job["error_message"], job["jid"]) == (1, "boom 2", data["jid"])
     assert r.zcard("retry") == 0
 
@@ -68,18 +69,33 @@ def test_namespace(r: redis.Redis, redis_url: str) -> None:
     assert r.smembers("ns:queues") == {b"default"}
 
 
+def test_each_poll_reads_the_length_of_the_quarantine_list(r: redis.Redis, redis_url: str) -> None:
+    # How a worker learns that suspects wait for a quarantine worker (it tells the supervisor).
+    scheduler = Scheduler(Scripts(connection.connect(redis_url), Keys("ns")))
+    assert scheduler.poll() == 0 and scheduler.quarantined == 0
+    r.rpush("ns:swarmd:quarantine", scheduled_raw("A"), scheduled_raw("B"))
+    assert scheduler.poll() == 0  # suspects are not due jobs: nothing moves
+    assert scheduler.quarantined == 2
+    assert r.llen("ns:swarmd:quarantine") == 2
+
+
 def test_concurrent_pollers_move_each_due_job_exactly_once(r: redis.Redis, redis_url: str) -> None:
     members = {scheduled_raw("X", i): time.time() - 1 for i in range(2_000)}
     r.zadd("schedule", members)
     start = threading.Barrier(4)
     moved: list[int] = []
+    budget_hit = threading.Event()
 
     def poller() -> None:
         scheduler = Scheduler(Scripts(connection.connect(redis_url), Keys()))
         start.wait()
         n = 0
         while r.zcard("schedule"):
-            n += scheduler.poll()
+            got = scheduler.poll()
+            if got is None:  # this poll used its whole budget: it moved jobs but does not say how many
+                budget_hit.set()
+            else:
+                n += got
         moved.append(n)
 
     threads = [threading.Thread(target=poller) for _ in range(4)]
@@ -87,8 +103,9 @@ def test_concurrent_pollers_move_each_due_job_exactly_once(r: redis.Redis, redis
         t.start()
     for t in threads:
         t.join(60)
-    assert sum(moved) == 2_000
-    queued = [json.loads(raw)["args"][0] for raw in r.lrange("queue:default", 0, -1)]
+    assert len(moved) == 4  # no poller died
+    assert sum(moved) == 2_000 or budget_hit.is_set()
+    queued = [json.loads(raw)["args"][0] for raw in items(r, "queue:default")]
     assert sorted(queued) == list(range(2_000))
 
 
@@ -98,7 +115,7 @@ def test_concurrent_pollers_move_each_due_job_exactly_once(r: redis.Redis, redis
 def test_scheduled_job_runs_when_due_and_not_before(app: App) -> None:
     app.start(config=app.config())
     jid = app.client.enqueue("Record", ["soon"], None, {}, at=time.time() + 1.0)
-    [(member, score)] = app.r.zrange("schedule", 0, -1, withscores=True)
+    [(member, score)] = scored(app.r, "schedule")
     assert json.loads(member)["jid"] == jid
     app.wait_tokens(["soon"])
     [entry] = app.entries()

@@ -26,6 +26,7 @@ from swarmd import payload
 from swarmd.client import Client
 from tests.conftest import wait_until
 from tests.integration.conftest import JOBS_MODULE, App
+from tests.replies import as_bytes, counter, members, scored
 
 FIVE_YEARS = 5 * 365 * 24 * 3600
 
@@ -35,7 +36,7 @@ def today() -> str:
 
 
 def zset_jobs(app: App, key: str) -> list[dict[str, Any]]:
-    return [json.loads(m) for m in app.r.zrange(key, 0, -1)]
+    return [json.loads(m) for m in members(app.r, key)]
 
 
 def wait_zcard(app: App, key: str, n: int, timeout_s: float = 10.0) -> None:
@@ -57,7 +58,7 @@ def test_every_enqueued_job_runs_exactly_once(app: App) -> None:
     assert app.r.llen("queue:default") == 0
     assert app.inflight_entries() == 0
     daily = f"stat:processed:{today()}"
-    assert int(app.r.get(daily)) == 400
+    assert counter(app.r, daily) == 400
     assert FIVE_YEARS - 60 <= app.r.ttl(daily) <= FIVE_YEARS
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
@@ -120,7 +121,7 @@ def test_failure_goes_to_retry_with_sidekiqs_fields(app: App) -> None:
     raw = app.raw_job("Fail", "f1", bid="batch-7")
     app.r.lpush("queue:default", raw)
     wait_zcard(app, "retry", 1)
-    [(member, score)] = app.r.zrange("retry", 0, -1, withscores=True)
+    [(member, score)] = scored(app.r, "retry")
     job = json.loads(member)
     original = json.loads(raw)
     assert job["jid"] == original["jid"]
@@ -262,7 +263,7 @@ def test_heartbeat_records_as_sidekiq_reads_them(app: App) -> None:
     host = os.environ.get("DYNO") or socket.gethostname()
     assert re.fullmatch(rf"{re.escape(host)}:\d+:[0-9a-f]{{12}}", ident)
     assert app.r.sismember("processes", ident)
-    fields = {k.decode(): v.decode() for k, v in app.r.hgetall(ident).items()}
+    fields = {as_bytes(k).decode(): as_bytes(v).decode() for k, v in app.r.hgetall(ident).items()}
     assert {"info", "busy", "beat", "quiet", "rss", "rtt_us", "concurrency"} <= set(fields)
     assert (fields["busy"], fields["quiet"], fields["concurrency"]) == ("0", "false", "3")
     assert int(fields["rss"]) > 0
@@ -279,7 +280,7 @@ def test_heartbeat_records_as_sidekiq_reads_them(app: App) -> None:
     assert isinstance(info["started_at"], float)
     # It beats: `beat` moves on, and swarmd's liveness key has the configured TTL.
     first = float(fields["beat"])
-    wait_until(lambda: float(app.r.hget(ident, "beat")) > first, 5, what="a second beat")
+    wait_until(lambda: float(as_bytes(app.r.hget(ident, "beat"))) > first, 5, what="a second beat")
     # Set in ms: 1.5 s, not truncated to 1 s (below beat_interval + a fetch, a live worker looks dead).
     assert 1000 < app.r.pttl(f"swarmd:alive:{ident}") <= 1500
     d.signal(signal.SIGTERM)
@@ -295,7 +296,11 @@ def test_busy_job_shows_in_work_and_workers(app: App) -> None:
     app.r.lpush("queue:default", raw)
     app.wait_tokens(["busy1"], phase="start")
     for key in (f"{ident}:work", f"{ident}:workers"):
-        wait_until(lambda k=key: app.r.hlen(k) == 1, 5, what=f"the busy job in {key}")
+
+        def holds_one(k: str = key) -> bool:
+            return app.r.hlen(k) == 1
+
+        wait_until(holds_one, 5, what=f"the busy job in {key}")
         [entry] = app.r.hvals(key)
         work = json.loads(entry)
         assert work["queue"] == "default"
@@ -319,7 +324,9 @@ def test_signals_list_quiet_then_stop(app: App) -> None:
     pushed_at = time.time()
     app.enqueue("Record", "not-taken")
     # Let the quiet worker go through several beats and a whole fetch timeout (0.5 s).
-    wait_until(lambda: float(app.r.hget(ident, "beat")) > pushed_at + 1.0, 5, what="beats after quiet")
+    wait_until(
+        lambda: float(as_bytes(app.r.hget(ident, "beat"))) > pushed_at + 1.0, 5, what="beats after quiet"
+    )
     assert app.r.llen("queue:default") == 1
     assert app.tokens() == []
     assert d.alive()
@@ -351,7 +358,9 @@ def test_tstp_quiets_and_term_exits_0(app: App) -> None:
     wait_until(lambda: app.r.hget(ident, "quiet") == b"true", 5, what='quiet == "true"')
     pushed_at = time.time()
     app.enqueue("Record", "not-taken")
-    wait_until(lambda: float(app.r.hget(ident, "beat")) > pushed_at + 1.0, 5, what="beats after quiet")
+    wait_until(
+        lambda: float(as_bytes(app.r.hget(ident, "beat"))) > pushed_at + 1.0, 5, what="beats after quiet"
+    )
     assert app.r.llen("queue:default") == 1
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
@@ -498,7 +507,7 @@ def test_a_failure_message_with_undecodable_bytes_is_recorded_and_the_worker_car
     app.start(config=app.config(concurrency=1))
     app.enqueue("FailUndecodable", "odd")
     wait_until(lambda: app.r.zcard("retry") == 1, 10, what="the failed job in retry")
-    entry = json.loads(app.r.zrange("retry", 0, 0)[0])
+    entry = json.loads(members(app.r, "retry")[0])
     assert entry["error_message"] == "no such file: \udcff.png"  # kept as a JSON \\udcff escape
     assert entry["error_class"] == "ValueError"
     app.enqueue("Record", "after")

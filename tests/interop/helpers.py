@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -179,7 +179,7 @@ class Interop:
 
     def identity_of(self, daemon: Swarmd) -> str | None:
         """The identity of the daemon's worker in `processes` (found by its tag), if it heartbeats."""
-        for identity in sorted(self.r.smembers("processes")):
+        for identity in sorted(cast("set[str]", self.r.smembers("processes"))):  # decode_responses
             raw = self.r.hget(identity, "info")
             info = json.loads(raw) if raw else {}
             if info.get("tag") == daemon.tag and "swarmd" in info.get("labels", []):
@@ -190,7 +190,11 @@ class Interop:
         """Wait until the process has written ``n`` more heartbeats (so it has seen what came before)."""
         for i in range(n):
             before = self.r.hget(identity, "beat")
-            wait_until(lambda b=before: self.r.hget(identity, "beat") != b, 10, f"heartbeat {i + 1} of {n}")
+
+            def moved_on(b: object = before) -> bool:
+                return self.r.hget(identity, "beat") != b
+
+            wait_until(moved_on, 10, f"heartbeat {i + 1} of {n}")
 
     # -- Sidekiq -----------------------------------------------------------------------------------
     def start_sidekiq(self, *, queues: tuple[str, ...] = ("default",), concurrency: int = 2) -> Daemon:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from tests.conftest import wait_until
 from tests.interop.helpers import INTEROP, Interop, now
@@ -16,7 +16,7 @@ def _zset_jobs(interop: Interop, key: str) -> dict[str, tuple[dict[str, Any], fl
     """jid -> (job, score, member) of a sorted set, read with redis-py."""
     return {
         json.loads(m)["jid"]: (json.loads(m), score, m)
-        for m, score in interop.r.zrange(key, 0, -1, withscores=True)
+        for m, score in cast("list[tuple[str, float]]", interop.r.zrange(key, 0, -1, withscores=True))
     }
 
 
@@ -28,7 +28,7 @@ def _retry_count(interop: Interop, jid: str) -> int | None:
 
 def _retry_now(interop: Interop) -> None:
     """What the Web UI's "Retry now" is for: make every retry due; a scheduler moves them."""
-    for member in interop.r.zrange("retry", 0, -1):
+    for member in cast("list[str]", interop.r.zrange("retry", 0, -1)):
         interop.r.zadd("retry", {member: now()})
 
 
@@ -36,7 +36,7 @@ def test_sidekiq8_millisecond_payload_runs_and_keeps_its_timestamps(interop: Int
     interop.start_swarmd()
     before = now()
     ms = int(before * 1000) - 5000  # Sidekiq 8 writes created_at/enqueued_at as integer epoch ms
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"class": "HardWorker", "args": ["ms", {"a": None}], "jid": "a" * 24, "queue": "default"},
         {"class": "FailingJob", "args": ["ms"], "jid": "b" * 24, "queue": "default", "retry": 2},
         {"class": "HardWorker", "args": ["parked"], "jid": "c" * 24, "queue": "parked"},

@@ -7,6 +7,7 @@ import os
 
 from tests.conftest import wait_until
 from tests.interop.helpers import INTEROP, Interop
+from tests.replies import jid
 
 pytestmark = INTEROP
 
@@ -77,7 +78,7 @@ def test_quiet_and_stop_from_ruby(interop: Interop) -> None:
     if daemon.exited():
         assert daemon.proc.returncode == 0
         queued = [j["jid"] for q in interop.state()["queues"] for j in q["jobs"]]
-        assert sorted(queued) == sorted([busy_jid, waiting_jid])
+        assert sorted(queued) == sorted([jid(busy_jid), jid(waiting_jid)])
         interop.start_swarmd(tag="second")
     else:
         replacement = interop.identity_of(daemon)

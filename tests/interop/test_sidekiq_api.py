@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.interop.helpers import INTEROP, Interop, now
+from tests.replies import jid
 
 pytestmark = INTEROP
 
@@ -75,10 +76,12 @@ def test_process_set_and_busy_jobs_show_swarmd(interop: Interop) -> None:
 def test_queues_latency_and_scheduled_set(interop: Interop) -> None:
     """No daemon: what swarmd's client wrote, as Sidekiq's Queues, Stats and Scheduled pages see it."""
     before = now()
-    parked = [interop.client.push({"class": "HardWorker", "queue": "parked", "args": [i]}) for i in range(3)]
+    parked = [
+        jid(interop.client.push({"class": "HardWorker", "queue": "parked", "args": [i]})) for i in range(3)
+    ]
     default = interop.client.push({"class": "HardWorker", "args": ["d"]})
     at = now() + 600
-    scheduled = interop.client.push({"class": "HardWorker", "args": ["s"], "at": at})
+    scheduled = jid(interop.client.push({"class": "HardWorker", "args": ["s"], "at": at}))
 
     state = interop.state()
     queues = {q["name"]: q for q in state["queues"]}
@@ -105,12 +108,13 @@ def test_queues_latency_and_scheduled_set(interop: Interop) -> None:
     assert entry["score"] == pytest.approx(at, abs=0.01)
     assert entry["enqueued_at"] is None  # stripped from `schedule`, as Sidekiq's client does
 
-    for path, texts in {
+    pages: dict[str, list[str]] = {
         "/queues": ["parked", "default"],
         "/queues/parked": parked,
         "/scheduled": [scheduled],
         "/": ["Processed"],
-    }.items():
+    }
+    for path, texts in pages.items():
         page = interop.web(path)
         assert page["status"] == 200, path
         for text in texts:

@@ -87,6 +87,25 @@ JOBS_SOURCE = textwrap.dedent(
         """Keeps ``mb`` MB alive in a module global: the worker's memory only grows."""
         BALLAST.append(b"x" * (mb << 20))  # written, so the pages are resident
         note("done", token, os.getpid())
+
+
+    @swarmd.job(name="Hog")
+    def hog(token, mb):
+        """A memory hog: holds ``mb`` MB and runs until the flag ``<FLAGS>/<token>`` exists (60 s)."""
+        note("start", token, os.getpid())
+        ballast = b"x" * (mb << 20)
+        flag = os.path.join(FLAGS, token)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        note("done", token, os.getpid(), len(ballast))
+
+
+    @swarmd.job(name="Crash")
+    def crash(token):
+        """A poison job: SIGKILLs the worker that runs it."""
+        note("start", token, os.getpid())
+        os.kill(os.getpid(), 9)
     '''
 )
 
@@ -183,14 +202,23 @@ class SyslogSocket:
 class Daemon(BaseDaemon):
     """The shared daemon handle, plus the supervisor's workers as /proc shows them."""
 
-    def workers(self) -> list[int]:
-        """The supervisor's live children (its workers), from /proc."""
+    def children(self) -> list[int]:
+        """The supervisor's live children (workers, the quarantine worker, recovery children)."""
         try:
             with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
                 pids = [int(p) for p in f.read().split()]
         except OSError:
             return []
         return [p for p in pids if _state(p) not in ("Z", "X", "")]
+
+    def workers(self) -> list[int]:
+        """The supervisor's ordinary workers (not the quarantine worker, nor a recovery child, nor a
+        child so freshly forked that it still has the supervisor's title)."""
+        others = (" quarantine [", " recovering ", " supervisor [")
+        return [p for p in self.children() if not any(text in cmdline(p) for text in others)]
+
+    def quarantine_workers(self) -> list[int]:
+        return [p for p in self.children() if " quarantine [" in cmdline(p)]
 
     def wait_workers(self, count: int, timeout_s: float = 20.0, exclude: Sequence[int] = ()) -> list[int]:
         """Wait until ``count`` workers run, none of them in ``exclude``, each booted (titled)."""
@@ -303,7 +331,9 @@ class Swarm(Ledger):
 
     # -- jobs and the ledger ----------------------------------------------------------------------
     def enqueue(self, name: str, *args: Any, queue: str = "default") -> str:
-        return self.client.enqueue(name, args, None, {"queue": queue})
+        jid = self.client.enqueue(name, args, None, {"queue": queue})
+        assert jid is not None  # no client middleware drops jobs here
+        return jid
 
     def enqueue_many(self, name: str, arg_lists: Sequence[Sequence[Any]]) -> None:
         self.client.enqueue_bulk(name, arg_lists, {"queue": "default"})

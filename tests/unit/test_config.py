@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,13 @@ from swarmd.config import (
     QueueOrder,
     QueueSpec,
     SyslogConfig,
+    app_dir,
+    default_tag,
     load_config,
     parse_queue,
+    redact_argv,
     redact_url,
+    redis_url,
 )
 from swarmd.errors import ConfigError, ExitCode
 from tests.conftest import SIDEKIQ_YML
@@ -125,11 +130,11 @@ staging:
 
 
 def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
-    """A setting added to `Config` must be settable from the file (redis_url goes under `redis:`)."""
+    """A setting added to `Config` must be settable from the file (`redis` is the next test's)."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(Config):
-        if field.name in ("path", "environment", "redis_url", "syslog", "queues"):
-            continue
+        if field.name in ("path", "environment", "redis", "syslog", "queues", "web", "metrics_port"):
+            continue  # structured values: their own tests below
         default = field.default
         if isinstance(default, tuple):
             values[field.name] = ["x"]
@@ -138,7 +143,8 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
         elif isinstance(default, int | float):
             values[field.name] = default * 3 if field.name != "beat_interval" else 1
         else:
-            values[field.name] = "seven" if field.name in ("pidfile", "logfile", "tag", "namespace") else 7
+            strings = ("pidfile", "logfile", "tag", "namespace", "hostname")
+            values[field.name] = "seven" if field.name in strings else 7
     config = load(tmp_path, yaml.safe_dump(values))
     for name, value in values.items():
         got = getattr(config, name)
@@ -403,6 +409,36 @@ def test_tag_of_a_capistrano_release_is_the_app_name(tmp_path: Path) -> None:
     assert load_config(env={}, cwd=str(other)).tag == "old"
 
 
+@pytest.mark.parametrize(
+    ("path", "app", "tag"),
+    [
+        ("/srv/shop", "/srv/shop", "shop"),
+        ("/srv/shop/", "/srv/shop", "shop"),
+        ("/srv/shop/current", "/srv/shop", "shop"),  # Capistrano's symlink, as a unit names it
+        ("/srv/shop/releases/20260128153000", "/srv/shop", "shop"),  # ... and what it resolves to
+        ("/srv/shop/releases/7", "/srv/shop", "shop"),  # Mina's and Deployer's numbered releases
+        ("/srv/app/releases/v2", "/srv/app/releases/v2", "v2"),  # not a release: as Sidekiq
+        ("/releases/2026", "/releases/2026", "2026"),  # no app directory above
+        ("/current", "/current", "current"),
+        ("/", "/", "swarmd"),
+    ],
+)
+def test_app_dir_and_default_tag(path: str, app: str, tag: str) -> None:
+    assert (app_dir(path), default_tag(path)) == (app, tag)
+
+
+def test_tag_of_capistrano_current_is_the_app_name(tmp_path: Path) -> None:
+    # The daemon sees the resolved release (getcwd), or `current` itself when it is a real directory.
+    release = tmp_path / "shop" / "releases" / "20260128153000"
+    release.mkdir(parents=True)
+    (tmp_path / "shop" / "current").symlink_to(release)
+    assert load_config(env={}, cwd=str(tmp_path / "shop" / "current")).tag == "shop"
+    (tmp_path / "blog" / "current").mkdir(parents=True)
+    assert load_config(env={}, cwd=str(tmp_path / "blog" / "current")).tag == "blog"
+    (tmp_path / "app" / "releases" / "v2").mkdir(parents=True)
+    assert load_config(env={}, cwd=str(tmp_path / "app" / "releases" / "v2")).tag == "v2"
+
+
 def test_tag_from_file_beats_directory(tmp_path: Path) -> None:
     assert load(tmp_path, "tag: storefront\n").tag == "storefront"
 
@@ -422,7 +458,10 @@ def test_tag_from_file_beats_directory(tmp_path: Path) -> None:
         ("Redis: {url: 'redis://x'}\n", "Redis: unknown key (did you mean 'redis'?)"),
         ("redis_url: redis://x\n", "redis_url: unknown key (write the URL as redis: {url: ...})"),
         ("redis: {uri: 'redis://x'}\n", "redis.uri: unknown key (did you mean 'url'?)"),
-        ("redis: 'redis://x'\n", "redis: expected a mapping with url and/or namespace, got 'redis://x'"),
+        (
+            "redis: 'redis://x'\n",
+            "redis: expected a mapping ({url: ...} or {sentinels: [...], master_name: ...}), got 'redis://x'",
+        ),
         (
             "redis: {url: 'http://u:hunter2@x'}\n",
             "redis.url: expected a redis://, rediss:// or unix:// URL, got 'http://u:***@x'",
@@ -490,8 +529,14 @@ def test_undecodable_file(tmp_path: Path) -> None:
 
 
 def test_unreadable_path(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r": cannot read config file: Is a directory$"):
+    with pytest.raises(ConfigError, match=r": expected a regular config file, got a directory$"):
         load_config(str(tmp_path), env={})
+    (tmp_path / "locked.yml").write_text("concurrency: 2\n")
+    (tmp_path / "locked.yml").chmod(0)
+    if os.access(tmp_path / "locked.yml", os.R_OK):
+        return  # root reads anything
+    with pytest.raises(ConfigError, match=r"locked.yml: cannot read config file: Permission denied$"):
+        load_config(str(tmp_path / "locked.yml"), env={})
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -565,3 +610,279 @@ def test_config_redacts_its_redis_url(tmp_path: Path) -> None:
     config = load_config(env={"SWARMD_REDIS_URL": "redis://:hunter2@cache:6379/0"}, cwd=str(tmp_path))
     assert config.redacted_redis_url() == "redis://:***@cache:6379/0"
     assert "hunter2" not in config.redacted_redis_url()
+
+
+def test_redact_argv_hides_every_url_password() -> None:
+    argv = [
+        "swarmd",
+        "--redis-url",
+        "redis://:s3cret@h/0",
+        "--redis-url=rediss://u:s3cret@h:6380/1",
+        "-c",
+        "a:b@c",
+    ]
+    assert redact_argv(argv) == [
+        "swarmd", "--redis-url", "redis://:***@h/0", "--redis-url=rediss://u:***@h:6380/1", "-c", "a:b@c"
+    ]  # fmt: skip
+
+
+# -- the Redis URL: one precedence rule, checked at load ------------------------------------------------
+
+
+def test_redis_url_precedence_is_one_rule() -> None:
+    env = {"SWARMD_REDIS_URL": "redis://swarmd/0", "REDIS_URL": "redis://plain/0"}
+    file = ("redis://file/0", "swarmd.yml: redis.url")
+    assert redis_url("redis://given/0", file=file, env=env) == "redis://given/0"
+    assert redis_url(None, file=file, env=env) == "redis://swarmd/0"
+    assert redis_url("", file=file, env={**env, "SWARMD_REDIS_URL": ""}) == "redis://file/0"
+    assert redis_url(None, env={"REDIS_URL": "redis://plain/0"}) == "redis://plain/0"
+    assert redis_url(None, env={}) == "redis://localhost:6379/0"
+
+
+def test_client_and_daemon_share_the_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarmd.client import Client
+
+    monkeypatch.setenv("SWARMD_REDIS_URL", "redis://swarmd/0")
+    monkeypatch.setenv("REDIS_URL", "redis://plain/0")
+    assert (
+        Client().redis_url == load_config(env=os.environ, cwd=str(tmp_path)).redis_url == "redis://swarmd/0"
+    )
+    monkeypatch.delenv("SWARMD_REDIS_URL")
+    assert Client().redis_url == load_config(env=os.environ, cwd=str(tmp_path)).redis_url == "redis://plain/0"
+    assert Client("redis://arg/0").redis_url == "redis://arg/0"
+
+
+GOOD_URLS = [
+    "redis://127.0.0.1:6379/0",
+    "redis://h",
+    "redis://h/",
+    "redis://h:6379",
+    "redis://:pw@h:6379/15",
+    "redis://user:p%2Fw@h/1",
+    "redis://[::1]:6379/0",
+    "rediss://u:pw@h:6380/0?ssl_cert_reqs=none&ssl_check_hostname=false",
+    "redis://h/0?health_check_interval=10&client_name=web",
+    "unix:///run/redis/redis.sock",
+    "unix://:pw@/run/redis.sock?db=3",
+]
+
+
+@pytest.mark.parametrize("url", GOOD_URLS)
+def test_good_redis_urls_load(url: str) -> None:
+    assert redis_url(url, env={}) == url
+
+
+def test_the_scheme_is_lowercased_for_redis_py() -> None:
+    assert redis_url("REDIS://h/0", env={}) == "redis://h/0"
+
+
+BAD_URLS = [
+    ("redis://127.0.0.1:notaport/0", "a port number 1-65535"),
+    ("redis://127.0.0.1:99999/0", "a port number 1-65535"),
+    ("redis://127.0.0.1:0/0", "a port number 1-65535"),
+    ("redis://[::1", "well-formed URL"),
+    ("redis://[::1:6379/0", "well-formed URL"),
+    ("redis://h/notadb", "a database number"),
+    ("redis://h/0/1", "a database number"),
+    ("redis://h/0?db=x", "a whole number >= 0 for 'db'"),
+    ("redis://h/0?socket_timeout=1", "swarmd sets it"),
+    ("redis://h/0?decode_responses=true", "swarmd sets it"),
+    ("redis://h/0?ssl_certfile=/c.pem", "rediss://"),
+    ("redis://h/0?foo=bar", "not 'foo'"),
+    ("redis://h/0#x", "without '#'"),
+    ("redis://h /0", "without spaces"),
+    ("redis://h/0\n", "control characters"),
+    ("unix://run/redis.sock", "three slashes"),
+    ("unix://", "three slashes"),
+    ("http://h/0", "redis://, rediss:// or unix://"),
+    ("localhost:6379", "redis://, rediss:// or unix://"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), BAD_URLS)
+def test_bad_redis_urls_are_one_line_naming_the_source(url: str, expected: str) -> None:
+    for where, kwargs in [
+        ("--redis-url", {"given": url, "where": "--redis-url", "env": {}}),
+        ("SWARMD_REDIS_URL", {"env": {"SWARMD_REDIS_URL": url}}),
+        ("REDIS_URL", {"env": {"REDIS_URL": url}}),
+        ("x.yml: redis.url", {"file": (url, "x.yml: redis.url"), "env": {}}),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            redis_url(**kwargs)  # type: ignore[arg-type]
+        message = str(info.value)
+        assert message.startswith(f"{where}: expected ")
+        assert expected in message
+        assert "\n" not in message
+        assert info.value.exit_code == ExitCode.CONFIG
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@h:notaport/0",
+        "redis://u:hunter2@h/x",
+        "redis://:hun/ter2@h:6379/0",
+        "redis://:hunter2@[::1",
+    ],
+)
+def test_bad_redis_url_messages_never_show_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        redis_url(url, env={})
+    assert "hun" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_a_password_with_a_slash_gets_a_hint() -> None:
+    with pytest.raises(ConfigError, match="percent-encode"):
+        redis_url("redis://:pa/ss@h:6379/0", env={})
+
+
+def test_bad_redis_url_in_a_file_names_file_and_key(tmp_path: Path) -> None:
+    message = error(tmp_path, "production:\n  redis: {url: 'redis://:pw@h:port/0'}\n")
+    assert message == (
+        f"{tmp_path / 'swarmd.yml'}: production.redis.url: expected a port number 1-65535 after the host, "
+        "got 'redis://:***@h:port/0'"
+    )
+
+
+def test_bad_redis_url_flag_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--redis-url: expected a database number"):
+        load_config(env={}, cwd=str(tmp_path), overrides={"redis_url": "redis://h/notadb"})
+
+
+def test_a_bad_url_of_a_lower_source_is_not_looked_at(tmp_path: Path) -> None:
+    env = {"REDIS_URL": "redis://h:bad/0"}  # another program's variable, overridden by the flag
+    config = load_config(env=env, cwd=str(tmp_path), overrides={"redis_url": "redis://good/0"})
+    assert config.redis_url == "redis://good/0"
+
+
+# -- hostile or broken files: one line, quickly ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [65, 900, 5000])
+def test_deep_nesting_is_refused(tmp_path: Path, levels: int) -> None:
+    for text in (
+        "tag: " + "[" * levels + "]" * levels + "\n",
+        "tag: " + "{a: " * levels + "}" * levels + "\n",
+        "a:\n" + "".join(f"{' ' * i}b:\n" for i in range(1, min(levels, 300))),  # block style: n² bytes
+    ):
+        message = error(tmp_path, text)
+        assert "nested deeper than 64 levels" in message
+
+
+def test_nesting_within_the_bound_is_a_normal_error(tmp_path: Path) -> None:
+    assert "expected a string" in error(tmp_path, "tag: " + "[" * 60 + "]" * 60 + "\n")
+
+
+@pytest.mark.parametrize("text", ["concurrency: " + "1" * 5000 + "\n", "concurrency: 0x" + "f" * 5000 + "\n"])
+def test_a_huge_integer_is_refused(tmp_path: Path, text: str) -> None:
+    message = error(tmp_path, text)
+    assert "line 1: invalid YAML: an integer of" in message
+    assert len(message) < 300
+
+
+def test_huge_numbers_from_variables(tmp_path: Path) -> None:
+    message = error(tmp_path, "", env={"SWARMD_CONCURRENCY": "1" * 5000})
+    assert (
+        message.startswith("SWARMD_CONCURRENCY: expected an integer >= 1, got '1111") and len(message) < 300
+    )
+    assert "expected a number > 0" in error(tmp_path, "timeout: ${T}\n", env={"T": "9" * 400})
+
+
+def test_a_bad_date_is_one_line(tmp_path: Path) -> None:
+    assert "invalid YAML value: month must be in 1..12" in error(tmp_path, "tag: 2026-13-45\n")
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+require: *g
+"""
+
+
+def test_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
+    message = error(tmp_path, BILLION_LAUGHS)
+    assert "aliases expand to more than 100000 values" in message
+
+
+def test_an_alias_chain_deeper_than_the_bound_is_refused(tmp_path: Path) -> None:
+    text = "x0: &x0 [1]\n" + "".join(f"x{i}: &x{i} [*x{i - 1}]\n" for i in range(1, 200))
+    assert "aliases expand to more than 64 levels" in error(tmp_path, text)
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    assert "an alias inside its own anchor" in error(tmp_path, "require: &a [*a]\n")
+
+
+def test_ordinary_aliases_and_merges_still_load(tmp_path: Path) -> None:
+    text = "base: &base {concurrency: 3, queues: [a, b]}\nproduction:\n  <<: *base\n  timeout: 4\n"
+    text = text.replace("base: &base", "development: &base")
+    config = load(tmp_path, text, "production")
+    assert (config.concurrency, config.timeout, [q.name for q in config.queues]) == (3, 4.0, ["a", "b"])
+
+
+def test_a_fifo_as_config_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "swarmd.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"swarmd.yml: expected a regular config file, got a FIFO$"):
+        load_config(str(fifo), env={})
+
+
+@pytest.mark.parametrize("name", ["logfile", "pidfile"])
+def test_a_fifo_as_logfile_or_pidfile_is_refused(tmp_path: Path, name: str) -> None:
+    os.mkfifo(tmp_path / "x.fifo")
+    expected = rf"^{name}: expected a regular file, got a FIFO at .*x.fifo$"
+    with pytest.raises(ConfigError, match=expected.replace(f"^{name}", f"^--{name}")):
+        load_config(env={}, cwd=str(tmp_path), overrides={name: "x.fifo"})
+    assert error(tmp_path, f"{name}: x.fifo\n").endswith(
+        f"{name}: expected a regular file, got a FIFO at {tmp_path}/x.fifo"
+    )
+    assert error(tmp_path, f"{name}: .\n").endswith("got a directory at " + f"{tmp_path}/.")
+    assert getattr(load(tmp_path, f"{name}: new/{name}.x\n"), name) == f"new/{name}.x"  # missing: made later
+
+
+def test_web_and_metrics_port_keys(tmp_path: Path) -> None:
+    text = (
+        'metrics_port: 9191\nweb: {bind: "0.0.0.0:8000", username: ops, password: s3cret, read_only: true}\n'
+    )
+    config = load(tmp_path, text)
+    assert config.metrics_port == "127.0.0.1:9191"  # a port alone listens on loopback
+    assert config.web.bind == "0.0.0.0:8000" and config.web.username == "ops"
+    assert config.web.password == "s3cret" and config.web.read_only is True
+    assert "s3cret" not in repr(config)  # a config may be logged: never its password
+    defaults = load(tmp_path, "")
+    assert defaults.metrics_port is None and defaults.web.bind == "127.0.0.1:7433"
+    assert load(tmp_path, 'metrics_port: "[::1]:9000"\n').metrics_port == "[::1]:9000"
+    assert load(tmp_path, "metrics_port: false\n").metrics_port is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "metrics_port: 99999",
+            "metrics_port: expected PORT or HOST:PORT with a port from 1 to 65535, got 99999",
+        ),
+        (
+            "metrics_port: [1]",
+            "metrics_port: expected PORT or HOST:PORT with a port from 1 to 65535, got a list",
+        ),
+        (
+            "web: {bind: nowhere}",
+            "web.bind: expected PORT or HOST:PORT with a port from 1 to 65535, got 'nowhere'",
+        ),
+        ("web: {passwd: x}", "web.passwd: unknown key (did you mean 'password'?)"),
+        ("web: 3", "web: expected a mapping of bind/username/password/read_only, got 3"),
+        ("web: {read_only: maybe}", "web.read_only: expected true or false, got 'maybe'"),
+        ("web: {username: ''}", "web.username: expected a non-empty string or null, got ''"),
+    ],
+)
+def test_web_and_metrics_port_errors_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text + "\n")
+    assert str(err.value).endswith(message) and "\n" not in str(err.value)

@@ -19,6 +19,8 @@ from tests.unit.test_supervisor import Harness, config
     [
         (control.BOOTED, b"booted\n"),
         (control.STOPPED_REMOTELY, b"stopped-remotely\n"),
+        (control.QUARANTINE, b"quarantine\n"),
+        (control.RECYCLE, b"recycle\n"),
         (control.beat(0), b"beat 0\n"),
         (control.beat(250), b"beat 250\n"),
     ],
@@ -88,12 +90,14 @@ def test_installed_signals_are_the_documented_ones() -> None:
         signal.SIGTERM, signal.SIGINT, signal.SIGTSTP, signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN,
         signal.SIGCHLD,
     }  # fmt: skip
-    # Workers leave HUP to the supervisor (a reload replaces them).
+    # Workers leave HUP to the supervisor (a reload replaces them); USR2 is the supervisor's "you
+    # are being recycled" before a TERM.
     assert set(HANDLED_SIGNALS) == {
         signal.SIGTERM,
         signal.SIGINT,
         signal.SIGTSTP,
         signal.SIGUSR1,
+        signal.SIGUSR2,
         signal.SIGTTIN,
     }
 
@@ -136,9 +140,9 @@ def test_worker_stops_on_term_at_once_on_a_second_and_logs_an_unhandled_signal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     worker = Worker(Config(path=None, environment="test", timeout=30.0))  # not started: no Redis needed
-    worker._dispatch_signals(bytes([signal.SIGUSR2]))
+    worker._dispatch_signals(bytes([signal.SIGWINCH]))
     assert worker._stop_at is None
-    assert "got signal USR2, which a worker does not handle: ignored" in caplog.text
+    assert "got signal WINCH, which a worker does not handle: ignored" in caplog.text
     worker._dispatch_signals(bytes([signal.SIGTERM]))
     first = worker._stop_at
     assert first is not None

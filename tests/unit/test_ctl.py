@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import sys
 from pathlib import Path
 
@@ -35,12 +36,19 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         ["enqueue", "Job", "--in", "soon"],
         ["retries", "--limit", "0"],
         ["dead", "--limit", "x"],
+        ["dead", "--offset", "-1"],
+        ["dead", "--offset", "x"],
+        ["retries", "--page", "0"],
+        ["scheduled", "--offset", "1", "--page", "2"],
+        ["show"],
+        ["show", "abc", "def"],
         ["retry"],
         ["retry", "abc", "--all"],
         ["retry", "abc", "--from", "schedule"],
         ["delete"],
         ["delete", "abc", "--from", "queue"],
         ["clear"],
+        ["clear", "low", "--yes", "extra"],
         ["quiet"],
         ["stop", "host:1:abc", "--all"],
         ["unit", "--template=yes"],
@@ -49,8 +57,9 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, err = ctl(capsys, *argv, *NO_REDIS)
     assert (code, out) == (2, "")
-    assert err.startswith("usage: swarmctl")
-    assert err.splitlines()[-1].startswith("swarmctl: error: ")
+    [line] = err.splitlines()  # one line, as every other mistake
+    assert line.startswith("swarmctl: error: ")
+    assert re.search(r" \(see swarmctl( \w+)? --help\)$", line), line
 
 
 @pytest.mark.parametrize(
@@ -80,6 +89,20 @@ def test_common_options_before_or_after_the_command() -> None:
     assert (args.config, args.limit, args.json) == ("a.yml", 3, False)
     args = parser.parse_args(["enqueue", "Job", "--in", "1.5", "-q", "low"])
     assert (args.name, args.json_args, args.delay, args.queue) == ("Job", "[]", 1.5, "low")
+
+
+def test_listing_pages() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["dead", "--page", "3", "--limit", "10"])
+    assert (args.page, args.offset, args.limit) == (3, 0, 10)
+    args = parser.parse_args(["retries", "--offset", "40"])
+    assert (args.page, args.offset, args.limit) == (None, 40, 25)
+
+
+def test_clear_without_a_terminal_refuses_before_any_redis_call(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = ctl(capsys, "clear", "low", *NO_REDIS)  # stdin is not a terminal under pytest
+    assert (code, out) == (2, "")
+    assert err == "swarmctl: clear: no terminal to confirm on; add --yes to delete queue 'low'\n"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

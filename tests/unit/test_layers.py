@@ -25,13 +25,15 @@ LAYERS: dict[str, int] = {
     "busy": 0,  # the lock-guarded table of running jobs
     "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
+    "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
     "connection": 2,
     "logs": 2,
     "systemd": 2,
     "devredis": 2,
+    "hooks": 2,  # registries of middleware and hooks, read by the client (and later the worker side)
     "pidfile": 2,
-    "unitfile": 2,  # a leaf (no swarmd imports) that `ctl` renders units with
+    "unitfile": 2,  # `ctl` renders units with it; it takes the app-directory rule from `config`
     "control": 2,  # the control-pipe lines and signal dispatch, for `worker` and `supervisor`
     "client": 3,
     "scripts": 3,
@@ -43,8 +45,13 @@ LAYERS: dict[str, int] = {
     "heartbeat": 4,
     "recovery": 4,
     "processor": 5,
+    "testing": 5,  # the test mode: the client's sink plus the registry to run jobs by name
+    "pytest_plugin": 6,  # fixtures over `testing`
+    "admin": 5,  # the operator API under `ctl`, the web dashboard and /metrics
     "worker": 6,
+    "prometheus": 6,  # the /metrics exposition over `admin`, served by `web` and the swarm's metrics process
     "supervisor": 7,  # the state machine
+    "web": 7,  # the dashboard package (over `admin` and `prometheus`), served by `ctl`
     "swarm": 8,  # its I/O: fork, pipes, signals, `run`
     "cli": 9,
     "ctl": 8,
@@ -81,8 +88,8 @@ def imports_in(source: str) -> list[tuple[str, int]]:
     def visit(node: ast.AST) -> None:
         if _type_checking_block(node):
             assert isinstance(node, ast.If)
-            for child in node.orelse:
-                visit(child)
+            for branch in node.orelse:
+                visit(branch)
             return
         if isinstance(node, ast.Import):
             found.extend((alias.name, node.lineno) for alias in node.names)

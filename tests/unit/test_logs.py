@@ -175,7 +175,7 @@ def test_journal_traceback_lines_all_carry_the_priority(tmp_path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) > 3
     assert all(line.startswith("<3>") for line in lines)
-    assert lines[-1] == "<3>second line"
+    assert lines[-1] == "<3>RuntimeError: boom\\nsecond line"  # a message's newline is escaped
 
 
 def test_journal_stream_of_another_file_keeps_timestamps(tmp_path: Path) -> None:
@@ -270,11 +270,21 @@ def test_reopen_failure_is_logged_and_keeps_the_old_file(tmp_path: Path) -> None
     assert (tmp_path / "evil").read_text(encoding="utf-8") == ""
 
 
-def test_reopen_without_logfile_is_a_no_op() -> None:
-    setup_logging(stream=io.StringIO(), env={})
-    reopen_logs()
+def test_reopen_without_logfile_is_a_no_op(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    setup_logging(stream=out, env={})
+    swarmd_logger = logging.getLogger("swarmd")
+    handlers = list(swarmd_logger.handlers)
+    log.info("before")
+    reopen_logs()  # USR1 with logs on stderr: nothing to reopen, nothing to complain about
+    log.info("after")
+    assert swarmd_logger.handlers == handlers
+    assert [line.rsplit(": ", 1)[1] for line in out.getvalue().splitlines()] == ["before", "after"]
     reset_logging()
-    reopen_logs()
+    reopen_logs()  # nothing installed at all: still nothing happens
+    assert swarmd_logger.handlers == []
+    assert out.getvalue().count("\n") == 2
+    assert capsys.readouterr().err == ""
 
 
 # -- syslog ----------------------------------------------------------------------------------------------

@@ -1,19 +1,20 @@
-"""The supervisor's state machine, driven without fork: fake spawn/kill/recover, a fake clock, and a
-Notifier whose datagrams are captured instead of sent."""
+"""The supervisor's state machine, driven without fork: fake spawn/kill/recover (a recovery child is a
+pid the test reaps when it likes), a fake clock, and a Notifier whose datagrams are captured instead of
+sent."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from swarmd.config import Config
 from swarmd.errors import ConfigError
-from swarmd.retrying import CAP_S
-from swarmd.supervisor import ABORT_GRACE_S, RECOVERY_TRIES, Supervisor, describe_exit
+from swarmd.supervisor import ABORT_GRACE_S, RECOVERY_STOP_GRACE_S, Supervisor, describe_exit
 from swarmd.systemd import Notifier
 
 
@@ -50,9 +51,10 @@ class Harness:
         self.now = 1000.0
         self.next_pid = 100
         self.events: list[tuple[Any, ...]] = []
+        self.reasons: list[str | None] = []  # the restart reason of each spawn, in order
         self.memory: dict[int, int] = {}
-        self.recover_ok = True
-        self.recovered_at: list[float] = []  # when `recover` was called
+        self.fork_fails = 0  # so many `recover` calls raise OSError (fork failing)
+        self.recoverers: list[int] = []  # recovery children not reaped yet
         self.notifier = CapturingNotifier(env)
         self.titles: list[str] = []
         self.sup = Supervisor(
@@ -68,18 +70,35 @@ class Harness:
             rand=lambda: 0.5,  # jitter factor 1.0
         )
 
-    def spawn(self, index: int, config: Config) -> tuple[int, str]:
+    def spawn(
+        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
+        if not quarantine:
+            self.reasons.append(reason)
         self.next_pid += 1
+        if quarantine:
+            self.events.append(("spawn-quarantine", self.next_pid))
+            return self.next_pid, f"host:{self.next_pid}:quarantine-abc"
         self.events.append(("spawn", index, self.next_pid))
         return self.next_pid, f"host:{self.next_pid}:abc"
 
     def kill(self, pid: int, sig: int) -> None:
         self.events.append(("kill", pid, signal.Signals(sig).name))
 
-    def recover(self, identity: str, config: Config) -> str | None:
-        self.events.append(("recover", identity))
-        self.recovered_at.append(self.now)
-        return None if self.recover_ok else "Error 111 connecting to redis:6379. Connection refused."
+    def recover(self, targets: Sequence[tuple[str, Config]]) -> int:
+        if self.fork_fails:
+            self.fork_fails -= 1
+            self.events.append(("recover-fork-failed",))
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        self.next_pid += 1
+        self.events.append(("recover", tuple(identity for identity, _ in targets)))
+        self.recoverers.append(self.next_pid)
+        return self.next_pid
+
+    def reap_recoveries(self, code: int = 0) -> None:
+        """The recovery children exit (0: every list recovered)."""
+        while self.recoverers:
+            self.sup.exited(self.recoverers.pop(0), exit_status(code))
 
     # -- helpers ---------------------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -105,6 +124,10 @@ class Harness:
 
     def spawns(self) -> list[tuple[Any, ...]]:
         return [e for e in self.events if e[0] == "spawn"]
+
+    def recoveries(self) -> list[tuple[str, ...]]:
+        """The identities of each recovery child started, in order."""
+        return [e[1] for e in self.events if e[0] == "recover"]
 
     def kills(self, sig: str | None = None) -> list[tuple[Any, ...]]:
         return [e for e in self.events if e[0] == "kill" and (sig is None or e[2] == sig)]
@@ -156,7 +179,8 @@ def test_crash_is_recovered_and_replaced_with_growing_backoff_that_resets_after_
     for _ in range(5):
         h.advance(0.5)  # up for a while, then it crashes
         h.sup.exited(pid, signal_status(signal.SIGKILL))
-        assert h.events[-1] == ("recover", f"host:{pid}:abc")  # jobs back right at the reap
+        assert h.events[-1] == ("recover", (f"host:{pid}:abc",))  # jobs back right at the reap
+        h.reap_recoveries()
         respawn_at = h.sup.slots[0].respawn_at
         assert respawn_at is not None
         delays.append(round(respawn_at - h.now, 3))
@@ -167,6 +191,7 @@ def test_crash_is_recovered_and_replaced_with_growing_backoff_that_resets_after_
         pid = h.pids()[0]
         h.boot(pid)
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert h.reasons == [None] + ["crash"] * 5  # each replacement counts its restart reason
     h.advance(61.0)  # healthy for a minute: the next crash starts again at 0.1 s
     h.sup.exited(pid, exit_status(1))
     assert h.sup.slots[0].respawn_at == pytest.approx(h.now + 0.1)
@@ -193,25 +218,58 @@ def test_backoff_is_capped_at_30_seconds() -> None:
     assert h.sup.children[pid].started - crashed_at <= 30.0 + 0.5
 
 
-def test_crash_loop_stops_the_swarm_with_70() -> None:
+def test_workers_that_keep_failing_to_boot_after_ready_stop_the_swarm_with_70() -> None:
     h = Harness(config(processes=2, crash_limit=3, crash_window=60.0))
     a, b = h.started(2)
+    h.sup.exited(a, exit_status(1))  # booted, then died: not a crash loop, however often
     for _ in range(3):
-        h.sup.exited(a, exit_status(1))
         h.advance(2.0)
-        a = h.pids()[0]
-        h.boot(a)
+        h.sup.exited(h.pids()[0], exit_status(70))  # the new code cannot be imported
     assert h.notifier.has("STOPPING=1") == []
-    h.sup.exited(a, exit_status(1))  # the 4th crash within a minute: more than crash_limit
+    h.advance(2.0)
+    h.sup.exited(h.pids()[0], exit_status(70))  # the 4th within a minute: more than crash_limit
     assert h.notifier.has("STOPPING=1")
     assert h.sup.stop_code == 70
     assert ("kill", b, "SIGTERM") in h.events
     h.advance(0.5)  # a fast stop: a second TERM, after the first one was surely handled
-    assert h.kills("SIGTERM").count(("kill", b, "SIGTERM")) == 2
+    assert h.kills().count(("kill", b, "SIGTERM")) == 2
     assert not h.sup.done
     h.sup.exited(b, exit_status(0))
+    assert not h.sup.done  # b's list is being recovered
+    h.reap_recoveries()
     assert h.sup.done and h.sup.stop_code == 70
-    assert len(h.spawns()) == 5  # nothing respawned after the stop began
+    assert len(h.spawns()) == 6  # nothing respawned after the stop began
+
+
+@pytest.mark.parametrize(
+    "how", [signal_status(signal.SIGKILL), exit_status(1), signal_status(signal.SIGABRT)]
+)
+def test_a_booted_worker_dying_again_and_again_never_stops_the_swarm(how: int) -> None:
+    # An OOM killer (or a job) killing a worker every 2 s: each one is replaced, with backoff.
+    h = Harness(config(processes=2, crash_limit=10, crash_window=60.0))
+    h.started(2)
+    for _ in range(15):
+        victim = h.pids()[0]
+        h.advance(2.0)
+        h.sup.exited(victim, how)
+        h.reap_recoveries()
+        h.advance(max(0.0, (h.sup.slots[0].respawn_at or h.now) - h.now) + 0.05)
+        h.boot(h.pids()[0])
+    assert h.notifier.has("STOPPING=1") == []
+    assert h.sup.phase.value == "running" and h.sup.up() == 2
+    assert len(h.recoveries()) == 15
+
+
+def test_workers_that_cannot_reach_redis_never_make_a_crash_loop() -> None:
+    h = Harness(config(processes=1, crash_limit=2, crash_window=600.0))
+    h.started(1)
+    h.sup.exited(h.pids()[0], signal_status(signal.SIGKILL))
+    for _ in range(10):  # a Redis restart: every new worker exits 69 before it booted
+        h.advance((h.sup.slots[0].respawn_at or h.now) - h.now + 0.05)
+        h.sup.exited(h.pids()[0], exit_status(69))
+    h.advance((h.sup.slots[0].respawn_at or h.now) - h.now + 0.05)
+    h.boot(h.pids()[0])
+    assert h.notifier.has("STOPPING=1") == [] and h.sup.up() == 1
 
 
 @pytest.mark.parametrize(("code", "expected"), [(70, 70), (69, 69)])
@@ -227,6 +285,7 @@ def test_worker_failing_to_boot_before_ready_stops_the_swarm(
     assert f"worker 1 (pid {a}) exited with code {code} before it booted" in caplog.text
     assert h.notifier.has("STOPPING=1") and h.notifier.has("READY=1") == []
     h.sup.exited(b, exit_status(0))
+    h.reap_recoveries()
     h.sup.tick()
     assert h.sup.done and h.sup.stop_code == expected
     assert len(h.spawns()) == 2
@@ -250,6 +309,7 @@ def test_boot_timeout_before_ready_aborts_then_stops_with_70() -> None:
     h.advance(5.2, beat=False)
     assert ("kill", pid, "SIGABRT") in h.events
     h.sup.exited(pid, signal_status(signal.SIGABRT))
+    h.reap_recoveries()
     assert h.sup.done and h.sup.stop_code == 70
 
 
@@ -260,6 +320,7 @@ def test_clean_exit_is_replaced_at_once_without_backoff() -> None:
     h.sup.tick()
     assert len(h.spawns()) == 2 and h.pids()[0] != pid
     assert h.sup.slots[0].crashes == 0
+    assert h.reasons == [None, "exit"]
 
 
 def test_rolling_reload_boots_each_new_worker_before_the_old_one_is_told_to_stop() -> None:
@@ -288,6 +349,7 @@ def test_rolling_reload_boots_each_new_worker_before_the_old_one_is_told_to_stop
     h.sup.exited(b, exit_status(0))
     h.advance(1.0)
     assert h.pids() == [103, 104] and len(h.spawns()) == 2  # the retired ones are not replaced
+    assert h.reasons == [None, None, "reload", "reload"]
 
 
 def test_reload_with_a_broken_config_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -347,10 +409,12 @@ def test_memory_limit_replaces_the_worker_after_three_samples_in_a_row() -> None
     assert h.kills() == []  # the old one keeps serving until its replacement booted
     new = h.spawns()[-1][2]
     h.boot(new)
-    assert h.kills() == [("kill", a, "SIGTERM")]
+    # SIGUSR2 first: the jobs still running when it pushes back go to the quarantine list.
+    assert h.kills() == [("kill", a, "SIGUSR2"), ("kill", a, "SIGTERM")]
     h.sup.exited(a, exit_status(0))
     h.advance(3.0)
     assert h.pids() == [new, b] and len(h.spawns()) == 3
+    assert h.reasons == [None, None, "memory"]
 
 
 def test_silent_worker_gets_sigabrt_then_sigkill_then_is_replaced() -> None:
@@ -366,10 +430,11 @@ def test_silent_worker_gets_sigabrt_then_sigkill_then_is_replaced() -> None:
     h.sup.message(b, "beat 0")
     assert h.kills()[-1] == ("kill", a, "SIGKILL")
     h.sup.exited(a, signal_status(signal.SIGKILL))
-    assert ("recover", f"host:{a}:abc") in h.events
+    assert ("recover", (f"host:{a}:abc",)) in h.events
     h.advance(0.5)
     assert h.pids()[0] not in (0, a) and h.pids()[1] == b
     assert not [k for k in h.kills() if k[1] == b]
+    assert h.reasons == [None, None, "hung"]
 
 
 def test_term_stops_gracefully_then_kills_stragglers_at_the_deadline() -> None:
@@ -381,13 +446,16 @@ def test_term_stops_gracefully_then_kills_stragglers_at_the_deadline() -> None:
     assert h.titles[-1].endswith(" stopping")
     h.advance(3.0)
     h.sup.exited(a, exit_status(0))
+    h.reap_recoveries()
     h.advance(11.0)
     assert h.kills()[-1] == ("kill", b, "SIGTERM")  # 14 s: still within timeout + grace (10 + 2 + 3)
     assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in h.notifier.sent)  # systemd, wait for us
     h.advance(1.1)
     assert h.kills()[-1] == ("kill", b, "SIGKILL")
     h.sup.exited(b, signal_status(signal.SIGKILL))
-    assert ("recover", f"host:{b}:abc") in h.events
+    assert h.recoveries() == [(f"host:{a}:abc",), (f"host:{b}:abc",)]
+    assert not h.sup.done  # until b's jobs are back
+    h.reap_recoveries()
     assert h.sup.done and h.sup.stop_code == 0
     assert len(h.spawns()) == 2
 
@@ -427,45 +495,73 @@ def test_usr1_reopens_own_logs_and_forwards_ttin_and_usr1() -> None:
     assert h.kills() == [("kill", pid, "SIGUSR1"), ("kill", pid, "SIGTTIN")]
 
 
-def test_recovery_is_retried_with_backoff_while_redis_is_unreachable(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="swarmd")
-    h = Harness(config(processes=1))
-    (pid,) = h.started(1)
-    identity = f"host:{pid}:abc"
-    h.recover_ok = False
-    h.sup.exited(pid, signal_status(signal.SIGKILL))
-    h.advance(12.0)
-    gaps = [b - a for a, b in zip(h.recovered_at, h.recovered_at[1:], strict=False)]
-    assert len(gaps) >= 6
-    assert gaps[0] < 0.2  # the first retry comes quickly
-    assert gaps == sorted(gaps)  # then less and less often ...
-    assert max(gaps) <= CAP_S + 0.05  # ... but at least every 2 s (plus one loop step)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert [w for w in warnings if identity in w] == [
-        f"recovering the in-flight jobs of {identity} failed, retrying with backoff: "
-        "Error 111 connecting to redis:6379. Connection refused."
-    ]  # once, not once per try
-    h.recover_ok = True
-    h.advance(CAP_S + 0.1)
-    tries = len(h.recovered_at)
-    h.advance(10.0)
-    assert len(h.recovered_at) == tries  # done: no more tries
-    back = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
-    assert len(back) == 1 and identity in back[0]
+def test_recovery_runs_in_one_child_at_a_time_for_every_identity_pending() -> None:
+    h = Harness(config(processes=3))
+    a, b, c = h.started(3)
+    h.sup.exited(a, signal_status(signal.SIGKILL))
+    h.sup.exited(b, signal_status(signal.SIGKILL))  # while a's recovery child runs
+    h.advance(1.0)
+    assert h.recoveries() == [(f"host:{a}:abc",)]
+    h.reap_recoveries()  # then the next child takes what is pending
+    assert h.recoveries() == [(f"host:{a}:abc",), (f"host:{b}:abc",)]
+    h.sup.exited(c, signal_status(signal.SIGKILL))
+    h.reap_recoveries(code=1)  # gave up (Redis away): logged; the workers recover b's list later
+    assert h.recoveries()[-1] == (f"host:{c}:abc",)
+    h.reap_recoveries()
+    assert len(h.recoveries()) == 3
+    h.advance(5.0)
+    assert len(h.recoveries()) == 3  # a child that gave up is not started again
 
 
-def test_recovery_gives_up_after_its_tries_and_leaves_the_list_to_the_workers(
+def test_the_loop_keeps_ticking_while_a_recovery_child_waits_for_redis() -> None:
+    # The supervisor never waits on the network: while the child retries, pings and STATUS go on.
+    h = Harness(config(processes=2), env={"WATCHDOG_USEC": "1000000"})
+    a, _ = h.started(2)
+    h.sup.exited(a, signal_status(signal.SIGKILL))
+    before = len(h.notifier.has("WATCHDOG=1"))
+    h.advance(10.0, step=0.1)
+    assert len(h.notifier.has("WATCHDOG=1")) - before >= 19
+    assert h.notifier.has("STATUS=1 of 2 up, 0 of 10 busy")
+    assert h.recoverers  # the child still retries: the loop never waited for it
+
+
+def test_a_failed_fork_of_the_recovery_child_is_retried_with_backoff_then_left_to_the_workers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     h = Harness(config(processes=1))
     (pid,) = h.started(1)
-    h.recover_ok = False
+    h.fork_fails = 2
     h.sup.exited(pid, signal_status(signal.SIGKILL))
-    h.advance(RECOVERY_TRIES * CAP_S + 5.0, step=0.5)
-    assert h.events.count(("recover", f"host:{pid}:abc")) == RECOVERY_TRIES + 1  # at the reap, then retries
-    assert any("gave up recovering" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    h.advance(3.0)
+    assert h.recoveries() == [(f"host:{pid}:abc",)]
+    h.reap_recoveries()
+    other = Harness(config(processes=1))
+    (pid,) = other.started(1)
+    other.fork_fails = 1000
+    other.sup.exited(pid, signal_status(signal.SIGKILL))
+    other.advance(60.0, step=0.5)
+    assert other.recoveries() == []
+    assert any("cannot start the recovery" in r.getMessage() for r in caplog.records)
+    assert other.sup._to_recover == []
+
+
+def test_stop_waits_for_the_recovery_child_then_kills_it_after_a_grace() -> None:
+    h = Harness(config(processes=1, timeout=1.0, fetch_timeout=0.5))
+    (pid,) = h.started(1)
+    h.sup.exited(pid, signal_status(signal.SIGKILL))
+    (recoverer,) = h.recoverers
+    h.advance(0.2)
+    h.sup.signal(signal.SIGTERM)
+    new = h.pids()[0]
+    if new:
+        h.sup.exited(new, exit_status(0))
+    h.advance(RECOVERY_STOP_GRACE_S - 1.0)
+    assert not h.sup.done and ("kill", recoverer, "SIGKILL") not in h.events
+    h.advance(1.5)
+    assert ("kill", recoverer, "SIGKILL") in h.events
+    h.reap_recoveries(code=-9)
+    h.reap_recoveries()
+    assert h.sup.done
 
 
 def test_watchdog_pings_every_half_interval_only_when_it_is_ours() -> None:
@@ -484,11 +580,13 @@ def test_spawn_failure_is_retried_with_backoff() -> None:
     h = Harness(config(processes=1))
     calls = []
 
-    def failing(index: int, cfg: Config) -> tuple[int, str]:
+    def failing(
+        index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+    ) -> tuple[int, str]:
         calls.append(h.now)
         if len(calls) < 3:
             raise BlockingIOError(11, "Resource temporarily unavailable")
-        return h.spawn(index, cfg)
+        return h.spawn(index, config, quarantine=quarantine, reason=reason)
 
     h.sup._spawn_fn = failing
     h.sup.start()
@@ -516,3 +614,96 @@ def test_loop_stall_is_not_held_against_the_workers() -> None:
 def test_describe_exit() -> None:
     assert describe_exit(0) == "exited with code 0"
     assert describe_exit(-9) == "was killed by SIGKILL"
+
+
+# -- the quarantine worker --------------------------------------------------------------------------------
+
+
+def quarantine_spawns(h: Harness) -> list[int]:
+    return [e[1] for e in h.events if e[0] == "spawn-quarantine"]
+
+
+def test_a_quarantine_worker_starts_on_demand_once_and_is_not_counted_as_up() -> None:
+    h = Harness(config(processes=2))
+    h.sup.start()
+    a, b = h.pids()
+    h.sup.message(a, "booted")
+    h.sup.message(a, "quarantine")  # a's poll found suspects: needed now, even before READY
+    h.sup.message(b, "quarantine")
+    (q,) = quarantine_spawns(h)
+    assert h.sup.children[q].identity.endswith(":quarantine-abc")
+    h.sup.message(q, "booted")
+    h.sup.message(q, "beat 1")
+    h.sup.tick()
+    assert h.notifier.has("READY=1") == []  # b has not booted: the quarantine worker does not count
+    h.boot(b)
+    assert len(h.notifier.has("READY=1")) == 1
+    assert h.sup.status_text() == "2 of 2 up, 0 of 10 busy"
+    h.sup.message(a, "quarantine")
+    h.advance(2.0)
+    assert quarantine_spawns(h) == [q]  # one at a time
+
+
+def test_a_quarantine_worker_that_exits_clean_is_not_replaced_and_one_that_crashes_backs_off() -> None:
+    h = Harness(config(processes=1, crash_limit=1))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.sup.exited(q, exit_status(0))  # its list stayed empty
+    assert h.recoveries() == [(f"host:{q}:quarantine-abc",)]
+    h.reap_recoveries()
+    h.advance(5.0)
+    assert quarantine_spawns(h) == [q]
+    h.sup.message(a, "quarantine")  # suspects again
+    (_, q2) = quarantine_spawns(h)
+    h.boot(q2)
+    h.sup.exited(q2, signal_status(signal.SIGKILL))  # its job killed it: counted by the recovery
+    h.reap_recoveries()
+    h.sup.message(a, "quarantine")
+    assert len(quarantine_spawns(h)) == 2  # not before its backoff
+    h.advance(0.2)
+    assert len(quarantine_spawns(h)) == 3
+    assert h.notifier.has("STOPPING=1") == []  # a booted worker's death is no crash loop
+
+
+def test_a_quarantine_worker_over_the_memory_limit_is_recycled_without_a_replacement() -> None:
+    h = Harness(config(processes=1, max_memory_mb=100, memory_check_interval=1.0))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.memory = {q: 300 * 1024}
+    h.advance(3.5)
+    assert [k for k in h.kills() if k[1] == q] == [("kill", q, "SIGUSR2"), ("kill", q, "SIGTERM")]
+    assert len(h.spawns()) == 1 and len(quarantine_spawns(h)) == 1
+
+
+def test_a_worker_asking_to_be_recycled_is_replaced_then_gets_usr2_before_term() -> None:
+    h = Harness(config(processes=1))
+    (a,) = h.started(1)
+    h.sup.message(a, "recycle")
+    h.advance(0.5)
+    new = h.spawns()[-1][2]
+    assert new != a and h.kills() == []
+    h.boot(new)
+    assert h.kills() == [("kill", a, "SIGUSR2"), ("kill", a, "SIGTERM")]
+
+
+def test_reload_and_stop_retire_the_quarantine_worker() -> None:
+    h = Harness(config(processes=1), reload=lambda: config(processes=1, concurrency=3))
+    (a,) = h.started(1)
+    h.sup.message(a, "quarantine")
+    (q,) = quarantine_spawns(h)
+    h.boot(q)
+    h.sup.signal(signal.SIGHUP)
+    assert ("kill", q, "SIGTERM") in h.kills() and ("kill", q, "SIGUSR2") not in h.kills()
+    h.sup.exited(q, exit_status(0))
+    h.reap_recoveries()
+    h.sup.message(a, "quarantine")
+    (_, q2) = quarantine_spawns(h)
+    h.boot(q2)
+    h.sup.signal(signal.SIGTERM)
+    assert ("kill", q2, "SIGTERM") in h.kills()
+    h.sup.message(a, "quarantine")  # no new one while stopping
+    assert len(quarantine_spawns(h)) == 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmd.config import load_config
 from swarmd.unitfile import PLACEHOLDERS, render_unit
 from tests.conftest import require_tool
 
@@ -80,16 +81,46 @@ def test_service_settings() -> None:
     assert service["OOMPolicy"] == "continue"
     assert service["SyslogIdentifier"] == "swarmd"
     assert service["Environment"] == "MALLOC_ARENA_MAX=2 PYTHONUNBUFFERED=1"
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules"):
-        assert service[key] == "yes"
-    assert service["ProtectSystem"] == "full"
-    for absent in ("ProtectHome", "PIDFile", "StandardOutput", "StandardError", "MemoryDenyWriteExecute"):
+    for key in SANDBOX_YES:
+        assert service[key] == "yes", key
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == "/srv/myapp"
+    assert service["ProtectHome"] == "read-only"
+    assert service["ProtectProc"] == "invisible"
+    assert service["CapabilityBoundingSet"] == ""
+    assert service["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert service["SystemCallFilter"] == "@system-service"
+    for absent in ("PIDFile", "StandardOutput", "StandardError", *LEFT_OUT):
         assert absent not in service
     assert "StartLimitIntervalSec" in unit["Unit"]
     assert "StartLimitBurst" in unit["Unit"]
     assert unit["Unit"]["After"] == "network-online.target redis-server.service"
     assert unit["Unit"]["Wants"] == "network-online.target"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+SANDBOX_YES = (
+    "NoNewPrivileges", "PrivateTmp", "PrivateDevices", "PrivateMounts", "ProtectKernelTunables",
+    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
+    "RestrictNamespaces", "LockPersonality", "RestrictRealtime", "RestrictSUIDSGID",
+)  # fmt: skip
+LEFT_OUT = (
+    "MemoryDenyWriteExecute",
+    "PrivateNetwork",
+    "IPAddressDeny",
+    "PrivateUsers",
+    "ProcSubset",
+    "RemoveIPC",
+)
+
+
+@pytest.mark.parametrize("template", [False, True], ids=["service", "template"])
+def test_each_sandbox_setting_left_out_says_why(template: bool) -> None:
+    text = render_unit(**PLACEHOLDERS, template=template)
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    for name in LEFT_OUT:
+        [line] = [line for line in comments if f" {name}=" in line]
+        assert len(line.split(f"{name}=", 1)[1].strip()) > 20, line  # a reason, not just the name
 
 
 def test_comments_name_the_two_lines_to_edit_and_reload() -> None:
@@ -116,17 +147,55 @@ def test_template_runs_one_process_per_instance() -> None:
     expected = "/srv/myapp/.venv/bin/swarmd -e production -C config/swarmd.yml --processes 1 --tag myapp-%i"
     assert service["ExecStart"] == expected
     assert service["SyslogIdentifier"] == "swarmd"
-    assert service["ProtectSystem"] == "full"
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == "/srv/myapp"
     assert "systemctl enable --now swarmd@{1..4}" in TEMPLATE.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
-    ("workdir", "tag"),
-    [("/srv/myapp", "myapp"), ("/srv/myapp/current", "myapp"), ("/srv/myapp/releases/20261128", "myapp")],
+    ("workdir", "tag", "writable"),
+    [
+        ("/srv/myapp", "myapp", "/srv/myapp"),
+        ("/srv/myapp/current", "myapp", "/srv/myapp"),  # writable: shared/ too, where log/ and tmp/ point
+        ("/srv/myapp/releases/20261128", "myapp", "/srv/myapp"),
+        ("/srv/app/releases/v2", "v2", "/srv/app/releases/v2"),  # not a Capistrano release
+    ],
 )
-def test_template_tag_is_the_app_name(workdir: str, tag: str) -> None:
-    text = render_unit(**{**PLACEHOLDERS, "workdir": workdir}, template=True)
-    assert settings(text)["Service"]["ExecStart"].endswith(f"--tag {tag}-%i")
+def test_template_tag_and_writable_dir_are_the_app_s(workdir: str, tag: str, writable: str) -> None:
+    service = settings(render_unit(**{**PLACEHOLDERS, "workdir": workdir}, template=True))["Service"]
+    assert service["ExecStart"].endswith(f"--tag {tag}-%i")
+    assert service["ReadWritePaths"] == writable
+
+
+def test_template_tag_is_the_tag_the_daemon_gives_itself(tmp_path: Path) -> None:
+    # The unit names `current`; the daemon's working directory is the release it resolves to.
+    release = tmp_path / "shop" / "releases" / "20261128"
+    release.mkdir(parents=True)
+    (tmp_path / "shop" / "current").symlink_to(release)
+    for workdir in (tmp_path / "shop" / "current", release):
+        service = settings(render_unit(**{**PLACEHOLDERS, "workdir": str(workdir)}, template=True))["Service"]
+        daemon_tag = load_config(env={}, cwd=str(workdir)).tag
+        assert service["ExecStart"].endswith(f"--tag {daemon_tag}-%i")
+        assert daemon_tag == "shop"
+
+
+@pytest.mark.parametrize(
+    ("pidfile", "logfile", "writable"),
+    [
+        (None, None, "/srv/myapp"),
+        ("tmp/pids/swarmd.pid", "log/swarmd.log", "/srv/myapp"),  # relative: inside the app
+        ("/run/myapp/swarmd.pid", "/var/log/myapp/swarmd.log", "/srv/myapp -/run/myapp -/var/log/myapp"),
+        ("/var/log/myapp/swarmd.pid", "/var/log/myapp/swarmd.log", "/srv/myapp -/var/log/myapp"),
+        ("/tmp/swarmd.pid", "/srv/myapp/log/swarmd.log", "/srv/myapp"),  # /tmp is the unit's own
+        (None, "../shared/log/x.log", "/srv/myapp -/srv/shared/log"),
+        (None, "/var/log/my app/x.log", '/srv/myapp "-/var/log/my app"'),
+    ],
+)
+def test_pidfile_and_logfile_folders_are_writable(
+    pidfile: str | None, logfile: str | None, writable: str
+) -> None:
+    text = render_unit(**PLACEHOLDERS, pidfile=pidfile, logfile=logfile)
+    assert settings(text)["Service"]["ReadWritePaths"] == writable
 
 
 def test_optional_values_are_left_out() -> None:
@@ -371,3 +440,59 @@ def test_the_unit_swarmctl_prints_verifies_silently(systemd_analyze: str, tmp_pa
     unit = tmp_path / "swarmd.service"
     unit.write_text(proc.stdout, encoding="utf-8")
     assert verify(systemd_analyze, unit) == ""
+
+
+def test_swarmctl_unit_makes_the_config_s_log_folder_writable(systemd_analyze: str, tmp_path: Path) -> None:
+    config = tmp_path / "config" / "swarmd.yml"
+    config.parent.mkdir()
+    log_dir = "/var/log/swarmd-unit-test"  # outside the app directory (and never created: `-` skips it)
+    config.write_text(f"logfile: {log_dir}/swarmd.log\npidfile: tmp/s.pid\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    swarmctl = str(Path(sys.executable).parent / "swarmctl")
+    proc = subprocess.run(
+        [swarmctl, "unit", "-C", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=app,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert settings(proc.stdout)["Service"]["ReadWritePaths"] == f"{app} -{log_dir}"
+    unit = tmp_path / "swarmd.service"
+    unit.write_text(proc.stdout, encoding="utf-8")
+    assert verify(systemd_analyze, unit) == ""
+
+
+# -- systemd-analyze security ------------------------------------------------------------------------------
+
+
+def security_score(systemd_analyze: str, unit_path: Path) -> float:
+    proc = subprocess.run(
+        [systemd_analyze, "security", "--offline=true", "--no-pager", str(unit_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+        check=False,
+    )
+    if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
+        pytest.skip("systemd-analyze security --offline needs systemd >= 250")
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) ", proc.stdout)
+    assert found, proc.stdout + proc.stderr
+    return float(found[1])
+
+
+@pytest.mark.parametrize("template", [False, True], ids=["service", "template"])
+def test_the_sandbox_rates_ok(
+    systemd_analyze: str, fake_swarmd: Path, tmp_path: Path, template: bool
+) -> None:
+    unit = tmp_path / ("swarmd@1.service" if template else "swarmd.service")
+    text = render_unit(**{**PLACEHOLDERS, "exec_path": str(fake_swarmd)}, template=template)
+    unit.write_text(text, encoding="utf-8")
+    score = security_score(systemd_analyze, unit)
+    assert score <= 4.0  # "OK" (the unit shipped before this sandbox rated 7.3 MEDIUM)
+    version = subprocess.run([systemd_analyze, "--version"], capture_output=True, text=True, check=False)
+    if version.stdout.startswith("systemd 252 "):  # the number the unit's comment gives
+        assert f"rates it {score:.1f} OK on systemd 252" in text
