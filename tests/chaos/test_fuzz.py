@@ -36,11 +36,6 @@ from tests.chaos.harness import (
 )
 from tests.conftest import wait_until
 
-SURROGATE_DEFECT = (
-    "known defect: a lone surrogate in `queue`/`retry_queue` (or `jid`) stops the scheduler, and a job "
-    "holding one in flight at a SIGKILL is never recovered"
-)
-LOG_FORGING = "known defect: newlines in `class`/`jid` forge log lines"
 BEYOND_FLOAT = (
     "new finding: a number JSON allows but no float holds (1e999) decodes as inf and cannot be encoded "
     "again: in `schedule`/`retry` it stops the scheduler; a failing job holding one logs a traceback"
@@ -210,7 +205,6 @@ def test_numbers_beyond_float_range(swarm: ChaosSwarm, report: Report) -> None:
     run_fuzz(swarm, report, "numbers beyond float range (1e999)", targets, items)
 
 
-@pytest.mark.xfail(strict=True, reason=SURROGATE_DEFECT)
 def test_lone_surrogates_in_key_fields(swarm: ChaosSwarm, report: Report) -> None:
     seed = fuzz.seed(FULL)
     print(f"SWARMD_CHAOS_SEED={seed}")
@@ -239,7 +233,6 @@ def test_lone_surrogates_in_key_fields(swarm: ChaosSwarm, report: Report) -> Non
     tally.check(problem)
 
 
-@pytest.mark.xfail(strict=True, reason=LOG_FORGING)
 def test_newlines_in_class_and_jid_forge_no_log_line(swarm: ChaosSwarm, report: Report) -> None:
     seed = fuzz.seed(FULL)
     items = PayloadFuzzer(random.Random(seed), control=True).batch(pick(20, 100))

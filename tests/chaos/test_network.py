@@ -20,11 +20,6 @@ from tests.chaos.proxy import ChaosProxy
 from tests.integration.conftest import free_port
 from tests.integration.faultproxy import FaultProxy
 
-SUPERVISOR_BLOCKS = (
-    "known defect: the supervisor recovers a dead worker's jobs synchronously in its loop, which blocks "
-    "while Redis cannot be reached"
-)
-
 
 def recovered_after(
     swarm: ChaosSwarm, when: float, watch: Sequence[SwarmDaemon], timeout_s: float = 30.0
@@ -175,7 +170,6 @@ def test_lost_replies(
     swarm.wait_settled()
 
 
-@pytest.mark.xfail(strict=True, reason=SUPERVISOR_BLOCKS)
 def test_blackhole_while_a_worker_dies(
     proxied: tuple[RedisServer, FaultProxy, ChaosProxy], swarm: ChaosSwarm, report: Report
 ) -> None:

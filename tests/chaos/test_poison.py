@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from swarmd.errors import POISON_JOB
 from tests.chaos.harness import (
     ChaosSwarm,
@@ -21,13 +19,6 @@ from tests.chaos.harness import (
     until,
 )
 
-POISON_GUARD = (
-    "known defects: the poison guard dead-letters innocent jobs that were in flight beside a poison "
-    "job; the crash-loop guard stops the swarm (exit 70) when poison jobs crash workers"
-)
-MEMORY_HOG = (
-    "known defect: a memory-hog job is never dead-lettered (its worker is replaced, the job pushed back)"
-)
 MAX_RUNS = 3
 
 
@@ -42,7 +33,6 @@ def poison_state(swarm: ChaosSwarm, tokens: list[str]) -> tuple[list[str], dict[
     return dead, {t: starts[t] for t in tokens}
 
 
-@pytest.mark.xfail(strict=True, reason=POISON_GUARD)
 def test_poison_jobs_among_normal_ones(swarm: ChaosSwarm, report: Report) -> None:
     d = swarm.start_booted(2)
     normal = [f"n{i}" for i in range(pick(200, 2000))]
@@ -83,7 +73,6 @@ def test_poison_jobs_among_normal_ones(swarm: ChaosSwarm, report: Report) -> Non
     assert d.alive(), d.exit_text()
 
 
-@pytest.mark.xfail(strict=True, reason=MEMORY_HOG)
 def test_memory_hog_job_ends_in_dead(swarm: ChaosSwarm, report: Report) -> None:
     # timeout 0.5: a worker replaced for its memory waits 0.5 s for the hog, then pushes it back.
     d = swarm.start_booted(2, swarm.config(max_memory_mb=100, timeout=0.5, memory_check_interval=0.1))
