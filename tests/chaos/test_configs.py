@@ -27,17 +27,23 @@ from tests.chaos.fuzz import BrokenConfig, broken_configs
 from tests.chaos.harness import FULL, Report
 from tests.conftest import TIMEOUT_SCALE
 
-CATEGORIES = [
-    "wrong types",
-    "unknown keys",
-    "bad queues",
-    "bad URLs",
-    "deep nesting",
-    "huge integers",
-    "alias bombs",
-    "FIFOs",
-    "usage",
-]
+TLS_OPTIONS = (
+    "new finding: bad values of a rediss:// URL's TLS options (ssl_cert_reqs=sometimes, "
+    "ssl_check_hostname=perhaps) pass the config check; swarmd exits 69 at the Redis check instead of 78"
+)
+CATEGORIES: dict[str, str | None] = {
+    "wrong types": None,
+    "unknown keys": None,
+    "bad queues": None,
+    "bad URLs": None,
+    "bad TLS options": TLS_OPTIONS,
+    "deep nesting": None,
+    "huge integers": None,
+    "alias bombs": None,
+    "FIFOs": None,
+    "usage": None,
+}
+"""Every category, and why it fails today (a strict xfail) if it does."""
 TIMEOUT_S = 3.0 * TIMEOUT_SCALE
 UNREACHABLE = "redis://127.0.0.1:1/0"
 _SCRUBBED = ("REDIS_URL", "APP_ENV", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
@@ -168,7 +174,13 @@ def problem(result: dict[str, Any]) -> str | None:
 
 
 @pytest.mark.xdist_group("chaos-configs")  # one worker runs them (`make test` uses --dist loadgroup)
-@pytest.mark.parametrize("category", CATEGORIES)
+@pytest.mark.parametrize(
+    "category",
+    [
+        pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
+        for name, reason in CATEGORIES.items()
+    ],
+)
 def test_broken_configs(category: str, config_results: list[dict[str, Any]], report: Report) -> None:
     results = [r for r in config_results if r["category"] == category]
     configs = len({r["name"] for r in results})
