@@ -109,11 +109,13 @@ def test_a_job_that_kills_its_worker_goes_to_dead_as_poison(app: App, runner: st
     def settled() -> bool:
         if app.r.zcard("dead"):
             return True
-        if not daemons or not daemons[-1].alive():
+        suspects_waiting = runner == "bare worker" and app.r.llen("swarmd:quarantine") > 0
+        if (
+            not daemons
+            or not daemons[-1].alive()
+            or (suspects_waiting and not any(d.alive() for d in quarantine_workers))
+        ):
             start()
-        elif runner == "bare worker" and app.r.llen("swarmd:quarantine"):
-            if not any(d.alive() for d in quarantine_workers):
-                start()
         return False
 
     wait_until(settled, 90, what="the poison job to reach dead")
