@@ -15,6 +15,8 @@ under ``swarmd:``:
   runs alone; it takes from the right, and jobs are pushed back on the right (the head), as in queues.
 - ``swarmd:crashes:<jid>`` (integer with TTL): how many times a quarantine worker died (or was
   recycled) while running this job alone (poison guard).
+- ``swarmd:vanished:<jid>`` (integer with TTL): how many times this job was in the list of an ordinary
+  worker that vanished unseen (its liveness key expired); at `recovery.VANISH_LIMIT` it becomes a suspect.
 
 A quarantine worker's identity ends in ``:quarantine-<hex>`` (`quarantine_identity`), so whoever
 recovers its private list knows that the job in it was running alone.
@@ -117,6 +119,9 @@ class Keys:
 
     def crashes(self, jid: str) -> str:
         return self._k(f"swarmd:crashes:{jid}")
+
+    def vanished(self, jid: str) -> str:
+        return self._k(f"swarmd:vanished:{jid}")
 
     @property
     def quarantine(self) -> str:

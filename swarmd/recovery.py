@@ -11,15 +11,22 @@ Only one recoverer works on a list at a time (``SET swarmd:recovering:<id> NX EX
 ``lua/recover.lua`` each job is moved only if that call's LREM removed it, so even two recoverers
 racing past the lock could not move a job twice.
 
-Poison guard (quarantine). The jobs in an ordinary worker's list when it died are *suspects*: any one
-of them may have killed it, or none (an OOM kill from outside, a SIGKILL). They are not counted; they
-go to the quarantine list (``swarmd:quarantine``), where a quarantine worker (concurrency 1) runs them
-one at a time. The job in a quarantine worker's list ran alone, so its death is that job's fault: one
-crash is counted (``swarmd:crashes:<jid>``, TTL 24 h), and at `QUARANTINE_CRASHES` the job goes to
-`dead` with ``error_class "swarmd.PoisonJob"``; otherwise back to the quarantine list. A poison job thus
-runs at most 1 + `QUARANTINE_CRASHES` times, and no innocent job beside it is ever dead-lettered.
-A quarantine worker's identity says what it is (`keys.is_quarantine_identity`), so whoever recovers
-its list counts exactly. An entry that cannot be decoded goes to `dead` unchanged, with one ERROR line.
+Poison guard (quarantine). The jobs in an ordinary worker's list when its supervisor saw it die
+(``force``) are *suspects*: any one of them may have killed it, or none (an OOM kill from outside, a
+SIGKILL). They are not counted; they go to the quarantine list (``swarmd:quarantine``), where a
+quarantine worker (concurrency 1) runs them one at a time. The job in a quarantine worker's list ran
+alone, so its death is that job's fault: one crash is counted (``swarmd:crashes:<jid>``, TTL 24 h), and
+at `QUARANTINE_CRASHES` the job goes to `dead` with ``error_class "swarmd.PoisonJob"``; otherwise back
+to the quarantine list. A poison job thus runs at most 1 + `QUARANTINE_CRASHES` times, and no innocent
+job beside it is ever dead-lettered. A quarantine worker's identity says what it is
+(`keys.is_quarantine_identity`), so whoever recovers its list counts exactly. An entry that cannot be
+decoded goes to `dead` unchanged, with one ERROR line.
+
+An ordinary worker that vanished unseen (its liveness key expired: a host lost, a whole swarm killed, a
+long pause) is rarely a job's doing: its jobs go back to their queues, so a lost host's jobs are not all
+run one at a time. Each such vanishing is counted per job (``swarmd:vanished:<jid>``, TTL 24 h): a job
+found in `VANISH_LIMIT` of them (one that takes its whole swarm down with it, so no supervisor ever sees
+the death) becomes a suspect. A quarantine worker's job is counted whoever recovers its list.
 """
 
 from __future__ import annotations
@@ -34,39 +41,46 @@ from swarmd import connection, payload
 from swarmd.errors import POISON_JOB, DecodeError
 from swarmd.keys import Keys, is_quarantine_identity
 from swarmd.retrying import Backoff
-from swarmd.scripts import Fate, Recovered, Scripts, crash_id
+from swarmd.scripts import Recovered, Rescue, Scripts, crash_id
 
 log = logging.getLogger("swarmd")
 
 QUARANTINE_CRASHES = 2  # deaths of a quarantine worker running the job alone: then it is poison
-POISON_RUNS = 1 + QUARANTINE_CRASHES  # runs of a poison job in all (its first, among others)
+VANISH_LIMIT = 3  # ordinary workers vanished unseen while holding the job: then it is a suspect
+POISON_RUNS = 1 + QUARANTINE_CRASHES  # runs of a poison job when its supervisor sees the first death
 CRASH_TTL = 24 * 3600
 LOCK_TTL = 10  # refreshed after every batch of 100 jobs; a dead recoverer's lock frees quickly
 BATCH = 100
 
 
-def _entries(identity: str, raws: Sequence[bytes], counting: bool) -> list[tuple[bytes, Fate, str, bytes]]:
-    jobs: list[tuple[bytes, Fate, str, bytes]] = []
+def _entries(identity: str, raws: Sequence[bytes], *, counting: bool, seen_dying: bool) -> list[Rescue]:
+    jobs: list[Rescue] = []
     for raw in raws:
         try:
             job = payload.decode(raw)
         except DecodeError as exc:
             log.error("undecodable job in the private list of %s moved to dead unchanged: %s", identity, exc)
-            jobs.append((raw, "dead", crash_id(raw), b""))
+            jobs.append(Rescue(raw, "dead", crash_id(raw)))
             continue
-        if not counting:
-            jobs.append((raw, "quarantine", crash_id(raw), b""))
-            continue
-        poison = dict(job.data)
-        payload.record_failure(
-            poison,
-            POISON_JOB,
-            f"its worker died (or was recycled for memory) while running it, {POISON_RUNS} times: once "
-            f"beside other jobs, then {QUARANTINE_CRASHES} times alone in a quarantine worker "
-            f"(last: {identity})",
-        )
-        jid = job.data.get("jid") or crash_id(raw)  # no jid: one counter per job
-        jobs.append((raw, "count", str(jid), payload.encode(poison)))
+        counter = str(job.data.get("jid") or crash_id(raw))  # no jid: one counter per job
+        if counting:  # it ran alone: its worker's death is its doing, whoever saw it
+            poison = dict(job.data)
+            payload.record_failure(
+                poison,
+                POISON_JOB,
+                f"its worker died (or was recycled for memory) each time it ran alone in a quarantine "
+                f"worker, {QUARANTINE_CRASHES} times (last: {identity}), after a first death beside "
+                "other jobs",
+            )
+            jobs.append(Rescue(raw, "count", counter, payload.encode(poison)))
+        elif seen_dying:
+            jobs.append(Rescue(raw, "quarantine", counter))
+        else:
+            # Its worker vanished unseen (a host lost, a whole swarm killed, a long pause): rarely a
+            # job's doing, and running every job of a lost host one at a time would stall them all.
+            # Back to its queue; only a job found in `VANISH_LIMIT` vanished workers (one that takes
+            # its whole swarm down with it) becomes a suspect.
+            jobs.append(Rescue(raw, "requeue", counter, queue=job.queue))
     return jobs
 
 
@@ -81,15 +95,16 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> R
     counting = is_quarantine_identity(identity)
     try:
         inflight = keys.inflight(identity)
-        done = Recovered(0, 0, 0)
+        done = Recovered(0, 0, 0, 0)
         while True:
             raws = cast("list[bytes]", redis.lrange(inflight, -BATCH, -1))
             result = scripts.recover(
                 identity,
-                _entries(identity, raws, counting),
+                _entries(identity, raws, counting=counting, seen_dying=force),
                 force=force,
                 crash_ttl=CRASH_TTL,
                 poison_crashes=QUARANTINE_CRASHES,
+                vanish_limit=VANISH_LIMIT,
                 now=payload.now(),
             )
             if result is None:
@@ -98,13 +113,14 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> R
             done += result
             if len(raws) < BATCH:
                 break
-        if done.quarantined or done.poisoned or done.unchanged:
+        if done.moved:
             log.warning(
-                "recovered %d in-flight job(s) of %s %s: %d to the quarantine list (%s), %d to dead as "
-                "poison, %d undecodable to dead",
-                done.quarantined + done.poisoned + done.unchanged,
+                "recovered %d in-flight job(s) of %s %s: %d back to their queues, %d to the quarantine "
+                "list (%s), %d to dead as poison, %d undecodable to dead",
+                done.moved,
                 "quarantine worker" if counting else "dead worker",
                 identity,
+                done.requeued,
                 done.quarantined,
                 "to run again alone" if counting else "suspects, each to run alone",
                 done.poisoned,
@@ -133,7 +149,7 @@ def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> i
         # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
         result = recover_worker(scripts, identity)
         if result is not None:
-            total += result.quarantined + result.poisoned + result.unchanged
+            total += result.moved
     return total
 
 

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from swarmd import connection
 from swarmd.keys import STATS_TTL, Keys
@@ -34,14 +34,25 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Fate", "Fetched", "Recovered", "Scripts"]
+__all__ = ["Fate", "Fetched", "Recovered", "Rescue", "Scripts"]
 
 log = logging.getLogger("swarmd")
 
 T = TypeVar("T")
 
-Fate = Literal["dead", "quarantine", "count"]
+Fate = Literal["dead", "quarantine", "count", "requeue"]
 """Where `Scripts.recover` sends one job of a dead worker's list (see ``lua/recover.lua``)."""
+
+
+class Rescue(NamedTuple):
+    """One job of a dead worker's list, as `Scripts.recover` takes it."""
+
+    raw: bytes  # as it is in the list
+    fate: Fate
+    counter: str  # its counter id (the jid, or a digest of its bytes): crashes or vanishings
+    poison: bytes = b""  # the job as it goes to `dead` if this crash makes it poison (fate "count")
+    queue: str = ""  # where it goes back to (fate "requeue")
+
 
 NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
 
@@ -68,12 +79,18 @@ class Recovered:
     quarantined: int  # to the quarantine list
     poisoned: int  # to `dead` as poison
     unchanged: int  # undecodable: to `dead` unchanged
+    requeued: int = 0  # back to their queues (a worker that vanished unseen)
+
+    @property
+    def moved(self) -> int:
+        return self.quarantined + self.poisoned + self.unchanged + self.requeued
 
     def __add__(self, other: Recovered) -> Recovered:
         return Recovered(
             self.quarantined + other.quarantined,
             self.poisoned + other.poisoned,
             self.unchanged + other.unchanged,
+            self.requeued + other.requeued,
         )
 
 
@@ -241,30 +258,33 @@ class Scripts:
     def recover(
         self,
         identity: str,
-        jobs: Sequence[tuple[bytes, Fate, str, bytes]],
+        jobs: Sequence[Rescue],
         *,
         force: bool,
         crash_ttl: int,
         poison_crashes: int,
+        vanish_limit: int,
         now: float,
     ) -> Recovered | None:
-        """Move a dead worker's jobs out of its private list: ``jobs`` are (raw, fate, crash counter id,
-        the job as it goes to `dead` if this crash makes it poison: only read for the fate "count").
-        Once the list is empty, the worker leaves swarmd's registry and Sidekiq's process records go.
-        Without ``force`` nothing happens while the worker's liveness key exists: returns None then."""
+        """Move a dead worker's jobs out of its private list, each to its fate (`Rescue`). Once the list
+        is empty, the worker leaves swarmd's registry and Sidekiq's process records go. Without
+        ``force`` nothing happens while the worker's liveness key exists: returns None then."""
 
-        def call(batch: Sequence[tuple[bytes, Fate, str, bytes]]) -> Recovered | None:
+        def call(batch: Sequence[Rescue]) -> Recovered | None:
             k = self.keys
             keys = [k.inflight(identity), k.alive(identity), k.dead, k.swarmd_workers, k.quarantine]
             keys += [k.processes, k.process(identity), k.work(identity), k.workers(identity), k.recovery]
-            args: list[Any] = [identity, "1" if force else "0", crash_ttl, poison_crashes, now]
-            for raw, fate, counter, poison in batch:
-                keys.append(k.crashes(counter))
-                args += [raw, fate, poison if fate == "count" else b""]
+            args: list[Any] = [identity, "1" if force else "0", crash_ttl, poison_crashes, now, vanish_limit]
+            for job in batch:
+                if job.fate == "requeue":
+                    keys += [k.queue(job.queue), k.vanished(job.counter)]
+                else:  # the first key is not read for these fates
+                    keys += [k.quarantine, k.crashes(job.counter)]
+                args += [job.raw, job.fate, job.poison if job.fate == "count" else b""]
             result = self._run("recover", keys, args)
             if result == -1:
                 return None
-            return Recovered(int(result[0]), int(result[1]), int(result[2]))
+            return Recovered(int(result[0]), int(result[1]), int(result[2]), int(result[3]))
 
         def add(a: Recovered | None, b: Recovered | None) -> Recovered | None:
             return None if a is None or b is None else a + b
@@ -273,8 +293,8 @@ class Scripts:
             f"recover the private list of {identity}",
             jobs,
             call,
-            lambda job: (job[0], "dead", crash_id(job[0]), b""),
-            lambda job: job[0],
+            lambda job: Rescue(job.raw, "dead", crash_id(job.raw)),
+            lambda job: job.raw,
             add,
         )
 

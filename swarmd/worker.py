@@ -235,7 +235,7 @@ class Worker:
 
     def _recover_own_list(self) -> int:
         done = recovery.recover_worker(self.scripts, self.identity, force=True)
-        return 0 if done is None else done.quarantined + done.poisoned + done.unchanged
+        return 0 if done is None else done.moved
 
     def hurry(self) -> None:
         """Cut a running `stop` short: push the running jobs back now."""

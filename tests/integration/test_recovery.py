@@ -1,11 +1,13 @@
 """`swarmd.recovery` in-process against a real Redis: a dead worker's private list is emptied exactly
-once, in batches, under a lock. An ordinary worker's jobs are suspects: they go to the quarantine list
-uncounted. A quarantine worker's job ran alone: its crash is counted, and at `QUARANTINE_CRASHES` it
-goes to `dead` as `swarmd.PoisonJob`. Undecodable entries go to `dead` unchanged. Once the list is
-empty the worker's records (swarmd's registry, Sidekiq's process set and hashes) are gone too.
+once, in batches, under a lock. The jobs of an ordinary worker its supervisor saw die (``force``) are
+suspects: they go to the quarantine list uncounted; a worker that vanished unseen (its liveness key
+expired) has its jobs put back in their queues. A quarantine worker's job ran alone: its crash is
+counted, and at `QUARANTINE_CRASHES` it goes to `dead` as `swarmd.PoisonJob`. Undecodable entries go
+to `dead` unchanged. Once the list is empty the worker's records (swarmd's registry, Sidekiq's process
+set and hashes) are gone too.
 
 The Lua script's own contract (fates, replays, identical payloads, one bad entry in a batch) is in
-test_scripts.py; here the identity decides the fate, as it does in a running swarm.
+test_scripts.py; here the identity and who saw the death decide the fate, as in a running swarm.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from swarmd.recovery import (
     CRASH_TTL,
     POISON_RUNS,
     QUARANTINE_CRASHES,
+    VANISH_LIMIT,
     recover_dead_workers,
     recover_for,
     recover_worker,
@@ -112,7 +115,8 @@ def test_an_ordinary_workers_jobs_go_to_the_quarantine_list_uncounted_and_its_re
     a, b, low = job("a"), job("b"), job("low", "low")
     crashed(r, k, ORDINARY, a, b, low)
     crashed(r, k, "someone else")
-    assert recover_worker(scripts, ORDINARY) == Recovered(quarantined=3, poisoned=0, unchanged=0)
+    # The supervisor saw it die: any of its jobs may have killed it.
+    assert recover_worker(scripts, ORDINARY, force=True) == Recovered(quarantined=3, poisoned=0, unchanged=0)
     # Byte for byte, each once; not to their queues, where the next batch would take them together.
     assert Counter(items(r, k.quarantine)) == Counter([a, b, low])
     assert not r.exists(k.queue("default"), k.queue("low"), k.dead)
@@ -121,8 +125,48 @@ def test_an_ordinary_workers_jobs_go_to_the_quarantine_list_uncounted_and_its_re
     assert records_gone(r, k, ORDINARY)
     assert records_kept(r, k, "someone else")
     # A later pass (or a call whose reply was lost, sent again) finds nothing to move.
-    assert recover_worker(scripts, ORDINARY) == Recovered(0, 0, 0)
+    assert recover_worker(scripts, ORDINARY, force=True) == Recovered(0, 0, 0)
     assert Counter(items(r, k.quarantine)) == Counter([a, b, low])
+
+
+def test_a_worker_that_vanished_unseen_has_its_jobs_put_back_in_their_queues(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    # Its liveness key expired and nobody saw it die (a lost host, a whole swarm killed): not a job's
+    # doing, so its jobs go back to the head of their own queues, uncounted, and run side by side.
+    a, b, low = job("a"), job("b"), job("low", "low")
+    crashed(r, k, ORDINARY, a, b, low)
+    assert recover_worker(scripts, ORDINARY) == Recovered(0, 0, 0, requeued=3)
+    assert Counter(items(r, k.queue("default"))) == Counter([a, b])
+    assert items(r, k.queue("low")) == [low]
+    assert not r.exists(k.quarantine, k.dead)
+    assert crash_counters(r, k) == []
+    assert records_gone(r, k, ORDINARY)
+    assert recover_worker(scripts, ORDINARY) == Recovered(0, 0, 0)  # sent again: nothing moves twice
+    assert [counter(r, k.vanished(jid_of(raw))) for raw in (a, b, low)] == [1, 1, 1]
+    # A quarantine worker's job ran alone: its death is counted whoever finds it, seen or not.
+    alone = job("alone")
+    crashed(r, k, QUARANTINE, alone)
+    assert recover_worker(scripts, QUARANTINE) == Recovered(1, 0, 0)
+    assert items(r, k.quarantine) == [alone]
+    assert crash_counters(r, k) == [k.crashes(jid_of(alone)).encode()]
+
+
+def test_a_job_that_takes_its_whole_swarm_down_becomes_a_suspect(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    # No supervisor ever sees these deaths (the job kills its process group): each vanished worker's
+    # list is recovered unseen. At VANISH_LIMIT the job stops going back to its queue.
+    bomb = job("bomb")
+    for n in range(1, VANISH_LIMIT + 1):
+        crashed(r, k, f"{ORDINARY}{n}", bomb)
+        done = recover_worker(scripts, f"{ORDINARY}{n}")
+        if n < VANISH_LIMIT:
+            assert done == Recovered(0, 0, 0, requeued=1)
+            assert items(r, k.queue("default")) == [bomb]
+            r.delete(k.queue("default"))  # fetched again by the next worker
+    assert done == Recovered(1, 0, 0)
+    assert items(r, k.quarantine) == [bomb] and not r.exists(k.queue("default"), k.vanished(jid_of(bomb)))
 
 
 def test_a_quarantine_workers_job_is_counted_per_crash_and_dead_as_poison_at_the_limit(
@@ -150,8 +194,7 @@ def test_a_quarantine_workers_job_is_counted_per_crash_and_dead_as_poison_at_the
     [stored] = members(r, k.dead)
     data, original = json.loads(stored), json.loads(poison)
     assert data["error_class"] == POISON_JOB == "swarmd.PoisonJob"
-    assert f"{POISON_RUNS} times" in data["error_message"]
-    assert "alone in a quarantine worker" in data["error_message"]
+    assert f"alone in a quarantine worker, {QUARANTINE_CRASHES} times" in data["error_message"]
     assert QUARANTINE in data["error_message"]
     assert (data["jid"], data["args"], data["class"]) == (original["jid"], ["poison"], "Record")
     assert not r.exists(k.crashes(jid_of(poison)), k.quarantine, k.inflight(QUARANTINE))
@@ -180,7 +223,7 @@ def test_undecodable_entries_go_to_dead_unchanged_and_block_nothing(
     good, not_json, no_class = job("good"), b"\xff\xfe not json", b'{"args":[1]}'
     crashed(r, k, identity, not_json, good, BAD_QUEUE, no_class)
     with caplog.at_level(logging.ERROR, "swarmd"):
-        assert recover_worker(scripts, identity) == Recovered(1, 0, 3)
+        assert recover_worker(scripts, identity, force=True) == Recovered(1, 0, 3)
     assert Counter(members(r, k.dead)) == Counter([not_json, BAD_QUEUE, no_class])
     assert items(r, k.quarantine) == [good]
     assert not r.exists(k.inflight(identity))
@@ -207,7 +250,7 @@ def test_a_second_recoverer_gets_none_while_the_lock_is_held(
     assert records_kept(r, k, ORDINARY)
     assert as_bytes(r.get(k.recovering(ORDINARY))) == b"another recoverer"  # not ours: left alone
     r.delete(k.recovering(ORDINARY))
-    assert recover_worker(scripts, ORDINARY) == Recovered(1, 0, 0)
+    assert recover_worker(scripts, ORDINARY, force=True) == Recovered(1, 0, 0)
     assert not r.exists(k.recovering(ORDINARY))
 
 
@@ -225,7 +268,7 @@ def test_a_lock_that_expired_and_was_taken_again_is_not_released(
     a = job("a")
     crashed(r, k, ORDINARY, a)
     slow = SlowScripts(scripts.redis, k)
-    assert recover_worker(slow, ORDINARY) == Recovered(1, 0, 0)
+    assert recover_worker(slow, ORDINARY, force=True) == Recovered(1, 0, 0)
     assert items(r, k.quarantine) == [a]
     # Its token is not ours: deleting it would let a third recoverer in beside the second.
     assert as_bytes(r.get(k.recovering(ORDINARY))) == b"the next recoverer"
@@ -252,7 +295,7 @@ def test_a_long_private_list_is_recovered_in_batches(
 ) -> None:
     raws = [job(f"j{i}") for i in range(n)]
     crashed(r, k, identity, *raws)
-    assert recover_worker(scripts, identity) == Recovered(n, 0, 0)
+    assert recover_worker(scripts, identity, force=True) == Recovered(n, 0, 0)
     assert Counter(items(r, k.quarantine)) == Counter(raws)
     assert not r.exists(k.inflight(identity), k.recovering(identity))
     assert records_gone(r, k, identity)
@@ -303,8 +346,11 @@ def test_recover_dead_workers_skips_live_workers_and_itself(
     crashed(r, k, QUARANTINE, alone)
     crashed(r, k, "empty")
     assert recover_dead_workers(scripts, "me") == 3
-    assert Counter(items(r, k.quarantine)) == Counter([dead_a, dead_b, alone])
-    assert crash_counters(r, k) == [k.crashes(jid_of(alone)).encode()]  # only the job that ran alone
+    # Nobody saw them die: the ordinary worker's jobs go back to their queue; the quarantine worker's
+    # job ran alone, so its death counts.
+    assert Counter(items(r, k.queue("default"))) == Counter([dead_a, dead_b])
+    assert items(r, k.quarantine) == [alone]
+    assert crash_counters(r, k) == [k.crashes(jid_of(alone)).encode()]
     assert items(r, k.inflight("me")) == [mine]
     assert items(r, k.inflight("live")) == [live]
     assert set_members(r, k.swarmd_workers) == {b"me", b"live"}

@@ -15,6 +15,7 @@ import redis
 
 from swarmd.client import Client
 from swarmd.devredis import RedisServer
+from swarmd.recovery import POISON_RUNS, QUARANTINE_CRASHES, VANISH_LIMIT
 from tests.conftest import Daemon, wait_until
 from tests.integration.conftest import JOBS_MODULE, App, free_port
 from tests.integration.faultproxy import FaultProxy
@@ -78,43 +79,55 @@ def test_sigkill_mid_stream_loses_nothing_and_every_duplicate_is_explained(app: 
 
 
 @pytest.mark.parametrize("runner", ["swarmd", "bare worker"])
-def test_a_job_that_kills_its_worker_goes_to_dead_as_poison_after_3_runs(app: App, runner: str) -> None:
-    # "swarmd": the supervisor sees each death, recovers at once and starts the quarantine worker.
-    # "bare worker": nobody is left, the test starts a worker (as systemd would): an ordinary one
-    # first, then quarantine workers; each recovers the last one's list once its liveness key expired.
+def test_a_job_that_kills_its_worker_goes_to_dead_as_poison(app: App, runner: str) -> None:
+    # "swarmd": the supervisor sees each death, recovers at once and starts the quarantine worker:
+    # 3 runs (one beside others, two alone).
+    # "bare worker": nobody sees a death (as if the job took its whole swarm down), the test starts a
+    # worker each time (as systemd would) that recovers the last one's list once its liveness key
+    # expired: the job goes back to its queue until it was in VANISH_LIMIT vanished workers, then it is
+    # a suspect and runs alone in quarantine workers: VANISH_LIMIT + 2 runs.
     raw = app.raw_job("Crash", "p1")
     jid = json.loads(raw)["jid"]
     app.r.lpush("queue:default", raw)
     config = app.config(concurrency=1, require=[JOBS_MODULE])
     daemons: list[Daemon] = []
+    runs = POISON_RUNS if runner == "swarmd" else VANISH_LIMIT + QUARANTINE_CRASHES
+
+    quarantine_workers: list[Daemon] = []
 
     def start() -> None:
+        if len(daemons) > runs + 2:
+            pytest.fail(f"still not in dead after {len(daemons)} worker starts")
         if runner == "swarmd":
             daemons.append(app.start(config=config))
+        elif app.r.llen("swarmd:quarantine"):  # what a supervisor would start on demand
+            quarantine_workers.append(app.start_worker(config, quarantine=True))
+            daemons.append(quarantine_workers[-1])
         else:
-            daemons.append(app.start_worker(config, quarantine=bool(daemons)))
+            daemons.append(app.start_worker(config))
 
     def settled() -> bool:
         if app.r.zcard("dead"):
             return True
-        if not daemons or not daemons[-1].alive():
-            if len(daemons) > 5:
-                pytest.fail(f"still not in dead after {len(daemons)} worker starts")
+        suspects_waiting = runner == "bare worker" and app.r.llen("swarmd:quarantine") > 0
+        if (
+            not daemons
+            or not daemons[-1].alive()
+            or (suspects_waiting and not any(d.alive() for d in quarantine_workers))
+        ):
             start()
         return False
 
-    wait_until(settled, 60, what="the poison job to reach dead")
+    wait_until(settled, 90, what="the poison job to reach dead")
     [member] = members(app.r, "dead")
     job = json.loads(member)
     assert job["jid"] == jid
     assert job["error_class"] == "swarmd.PoisonJob"
-    assert (
-        "3 times: once beside other jobs, then 2 times alone in a quarantine worker" in job["error_message"]
-    )
+    assert f"alone in a quarantine worker, {QUARANTINE_CRASHES} times" in job["error_message"]
     assert job["args"] == ["p1"]
-    assert app.count("start") == {"p1": 3}
+    assert app.count("start") == {"p1": runs}
     assert app.r.llen("queue:default") == app.r.llen("swarmd:quarantine") == 0
-    assert not app.r.exists(f"swarmd:crashes:{jid}")
+    assert not app.r.exists(f"swarmd:crashes:{jid}", f"swarmd:vanished:{jid}")
     # Work goes on with ordinary jobs (a fresh worker if the last one was the third crash).
     if not daemons[-1].alive() or runner == "bare worker":
         daemons.append(app.start(config=config) if runner == "swarmd" else app.start_worker(config))

@@ -19,7 +19,7 @@ import redis
 
 from swarmd import connection, payload
 from swarmd.keys import STATS_TTL, Keys
-from swarmd.scripts import Fate, Recovered, Scripts, crash_id
+from swarmd.scripts import Recovered, Rescue, Scripts, crash_id
 from tests.replies import counter, items, members, scored, set_members
 
 NOW = time.time()
@@ -493,24 +493,27 @@ def test_schedule_from_two_clients_at_once_moves_each_member_once(
 # recovery.py decides each job's fate (test_recovery.py); here the script carries out the fates it is given.
 
 
-def suspect(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
-    """A job of an ordinary worker's list: to the quarantine list, uncounted."""
-    return (raw, "quarantine", crash_id(raw), b"")
+def suspect(raw: bytes) -> Rescue:
+    """A job of an ordinary worker its supervisor saw die: to the quarantine list, uncounted."""
+    return Rescue(raw, "quarantine", crash_id(raw))
 
 
-def alone(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
-    """A job that ran alone in a quarantine worker: (raw, fate, crash counter id, the job as poison)."""
-    return (raw, "count", f"jid-of-{raw.decode(errors='replace')}", b"poison " + raw)
+def alone(raw: bytes) -> Rescue:
+    """A job that ran alone in a quarantine worker: counted, and the job as it goes to dead as poison."""
+    return Rescue(raw, "count", f"jid-of-{raw.decode(errors='replace')}", b"poison " + raw)
 
 
-def undecodable(raw: bytes) -> tuple[bytes, Fate, str, bytes]:
-    return (raw, "dead", crash_id(raw), b"")
+def vanished(raw: bytes, queue: str = "default") -> Rescue:
+    """A job of an ordinary worker that vanished unseen: back to its queue."""
+    return Rescue(raw, "requeue", f"jid-of-{raw.decode(errors='replace')}", queue=queue)
 
 
-def recover(
-    scripts: Scripts, jobs: Sequence[tuple[bytes, Fate, str, bytes]], *, force: bool = False
-) -> Recovered | None:
-    return scripts.recover(ME, jobs, force=force, crash_ttl=3600, poison_crashes=2, now=NOW)
+def undecodable(raw: bytes) -> Rescue:
+    return Rescue(raw, "dead", crash_id(raw))
+
+
+def recover(scripts: Scripts, jobs: Sequence[Rescue], *, force: bool = False) -> Recovered | None:
+    return scripts.recover(ME, jobs, force=force, crash_ttl=3600, poison_crashes=2, vanish_limit=3, now=NOW)
 
 
 def dead_worker(r: redis.Redis, k: Keys, *raws: bytes) -> None:
@@ -599,6 +602,24 @@ def test_recover_sends_a_job_to_dead_as_poison_at_the_crash_limit(
     assert counter(r, k.crashes("jid-of-b")) == 1
 
 
+def test_recover_puts_a_vanished_workers_jobs_back_and_counts_the_vanishing(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    dead_worker(r, k, b"a", b"b")
+    assert recover(scripts, [vanished(b"a"), vanished(b"b", "low")]) == Recovered(0, 0, 0, requeued=2)
+    assert items(r, k.queue("default")) == [b"a"] and items(r, k.queue("low")) == [b"b"]
+    assert not r.exists(k.quarantine, k.dead)
+    assert counter(r, k.vanished("jid-of-a")) == 1
+    assert 0 < r.ttl(k.vanished("jid-of-a")) <= 3600
+    assert not r.exists(k.crashes("jid-of-a"))  # a vanishing is not a crash
+    # The third worker that vanishes holding the same job: a job that takes its swarm down with it.
+    r.set(k.vanished("jid-of-a"), 2)
+    dead_worker(r, k, b"a")
+    assert recover(scripts, [vanished(b"a")]) == Recovered(1, 0, 0)
+    assert items(r, k.quarantine) == [b"a"] and items(r, k.queue("default")) == [b"a"]
+    assert not r.exists(k.vanished("jid-of-a"))
+
+
 def test_recover_sends_an_undecodable_job_to_dead_unchanged(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
@@ -632,11 +653,13 @@ def test_recover_of_an_empty_list_only_removes_the_workers_records(
 
 def test_recover_sent_again_moves_and_counts_nothing_twice(scripts: Scripts, k: Keys, r: redis.Redis) -> None:
     # The same call twice: the first reply was lost, or a second recoverer got past the expired lock.
-    dead_worker(r, k, b"s", b"a", b"p", b"\xff bad")
+    dead_worker(r, k, b"s", b"a", b"p", b"\xff bad", b"v")
     r.set(k.crashes("jid-of-p"), 1)
-    jobs = [suspect(b"s"), alone(b"a"), alone(b"p"), undecodable(b"\xff bad")]
-    assert recover(scripts, jobs) == Recovered(2, 1, 1)
+    jobs = [suspect(b"s"), alone(b"a"), alone(b"p"), undecodable(b"\xff bad"), vanished(b"v")]
+    assert recover(scripts, jobs) == Recovered(2, 1, 1, requeued=1)
     assert recover(scripts, jobs) == Recovered(0, 0, 0)
+    assert items(r, k.queue("default")) == [b"v"]
+    assert counter(r, k.vanished("jid-of-v")) == 1
     assert Counter(items(r, k.quarantine)) == Counter([b"s", b"a"])
     assert Counter(members(r, k.dead)) == Counter([b"poison p", b"\xff bad"])
     assert counter(r, k.crashes("jid-of-a")) == 1  # one crash, counted once
@@ -662,7 +685,7 @@ def test_recover_sends_an_entry_redis_cannot_take_to_dead_and_the_others_on(
     # A crash counter id that is no valid UTF-8 (redis-py refuses to encode the key): the batch fails,
     # each entry is sent again alone, and that one goes to `dead` unchanged.
     dead_worker(r, k, b"good", b"bad", b"s")
-    jobs = [alone(b"good"), (b"bad", "count", "\udcff", b"poison bad"), suspect(b"s")]
+    jobs = [alone(b"good"), Rescue(b"bad", "count", "\udcff", b"poison bad"), suspect(b"s")]
     assert recover(scripts, jobs) == Recovered(2, 0, 1)
     assert Counter(items(r, k.quarantine)) == Counter([b"good", b"s"])
     assert scored(r, k.dead) == [(b"bad", NOW)]

@@ -22,7 +22,7 @@ from swarmd import connection, payload
 from swarmd.admin import Admin
 from swarmd.config import load_config, redis_settings
 from swarmd.keys import Keys
-from swarmd.scripts import Scripts
+from swarmd.scripts import Fetched, Scripts
 from tests.conftest import require_tool, wait_until
 from tests.integration.conftest import App
 from tests.sentinelkit import Enqueuer, Node, SentinelKit, free_port, read_ledger, tally
@@ -120,7 +120,7 @@ def test_scripts_are_loaded_again_on_a_new_master(sentinel: SentinelKit) -> None
     fetched = wait_until(
         lambda: answers(lambda: scripts.fetch("h:1:a", ["default"], 1, [])), 10, what="a fetch"
     )
-    assert fetched == [(0, second)]
+    assert isinstance(fetched, Fetched) and fetched.jobs == [(0, second)]
     with contextlib.closing(sentinel.node_client(new)) as c:
         assert c.script_exists(sha) == [True]
     client.close()
