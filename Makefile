@@ -33,7 +33,7 @@ bench: $(STAMP)
 	if command -v sidekiq >/dev/null; then $(BIN)/python benchmarks/peers.py; \
 	else echo "peers.py skipped: no Sidekiq (apt-get install ruby-sidekiq)"; fi
 
-# The whole fault-injection campaign (10-15 min) and its table: see README "What we test, and what it found".
+# The whole fault-injection campaign (6-9 min on 2 cores) and its table: see README "What we test, and what it found".
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py
 

@@ -8,7 +8,7 @@ time, the test's outcome (xfail = a known defect, named in the footnotes) and wh
 is counted in a ledger no fault touches (see tests/chaos/harness.py). ``--seed`` replays the fuzzed
 payloads of an earlier run (the table names the seed). The exit code is pytest's.
 
-The full campaign takes 10-15 minutes on a 2-core machine; each scenario starts its own swarm (and
+The full campaign takes 6-9 minutes on a 2-core machine; each scenario starts its own swarm (and
 Redis, where it kills one) with real processes.
 """
 
