@@ -779,6 +779,7 @@ _URL_INTS = {"db", "health_check_interval", "ssl_min_version"}
 _URL_STRS = {"username", "password", "client_name"}
 _URL_TLS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_password"}
 _URL_TLS |= {"ssl_check_hostname", "ssl_min_version"}
+_URL_BOOLS = {"true", "false", "yes", "no", "1", "0", "on", "off", "y", "n", "t", "f"}
 _URL_SWARMD = {"socket_timeout", "socket_connect_timeout", "socket_keepalive", "retry_on_timeout"}
 _URL_SWARMD |= {"retry_on_error", "max_connections", "decode_responses", "protocol", "timeout"}
 
@@ -861,6 +862,10 @@ def _check_redis_url(value: Any, where: str) -> str:
             raise bad(f"query parameters among {known}; not {name!r}")
         if name in _URL_INTS and not re.fullmatch(r"\d{1,9}", values[0]):
             raise bad(f"a whole number >= 0 for {name!r} in the query")
+        if name == "ssl_cert_reqs" and values[0].lower() not in CERT_REQS:
+            raise bad(f"ssl_cert_reqs one of {', '.join(CERT_REQS)} in the query")
+        if name == "ssl_check_hostname" and values[0].lower() not in _URL_BOOLS:
+            raise bad("ssl_check_hostname true or false in the query")
     return text
 
 

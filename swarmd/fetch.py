@@ -209,6 +209,10 @@ class Fetcher:
         self._buffer.extend(got)
         if not ok:
             self._cond.notify()  # the next leader (after the backoff already slept) reconciles first
+        elif len(got) < want and self._reconcile_needed:
+            # A waiter's BLMOVE lost its reply while this fetch was on its way: a job may sit in the
+            # private list unheld. Not dry: a processor leads again now, and reconciles first.
+            self._cond.notify(len(got) + 1)
         elif len(got) < want:
             # Every queue is empty now: the idle processors beyond these jobs wait for the waiters.
             self._dry = True

@@ -657,13 +657,17 @@ class Supervisor:
         if child.booted_at is not None and code == 0 and not child.aborted:
             log.info("%s %s: its list is empty; another starts when suspects arrive", child.name, how)
             return
-        if child.booted_at is not None and now - child.booted_at >= STABLE_AFTER_S:
-            qslot.crashes = 0
         # As for slot workers: only a death before "booted" can be part of a crash loop. After boot,
-        # the job it ran alone is to blame, and its crash has been counted (recovery of its list).
-        if child.booted_at is None and code != ExitCode.UNAVAILABLE and self._count_crash(now):
-            return
-        delay = self._backoff(qslot)
+        # the job it ran alone is to blame and its crash has been counted (recovery of its list):
+        # that is the quarantine doing its work, so the next suspect runs at once, not after a
+        # growing backoff (with several poison jobs, innocent suspects would wait minutes).
+        if child.booted_at is not None:
+            qslot.crashes = 0
+            delay = BACKOFF_BASE_S
+        else:
+            if code != ExitCode.UNAVAILABLE and self._count_crash(now):
+                return
+            delay = self._backoff(qslot)
         qslot.respawn_at = now + delay
         log.error(
             "%s %s after %.1f s; another starts when suspects are waiting, in %.1f s at the earliest",

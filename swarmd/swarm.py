@@ -133,7 +133,11 @@ class _Loop:
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
         for sig, handler in self.handlers.items():
-            signal.signal(sig, handler)
+            # The swarm is over and the process exits next: a late TERM (systemd, a script sending
+            # several) must not turn the exit code into a death by signal, so the stop signals are
+            # ignored rather than given back their default action.
+            stop = sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            signal.signal(sig, signal.SIG_IGN if stop else handler)
         for fd in [*self.pipes, self.wake_r, self.wake_w, self.alive_r, self.alive_w]:
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -688,6 +688,8 @@ BAD_URLS = [
     ("redis://h/0?socket_timeout=1", "swarmd sets it"),
     ("redis://h/0?decode_responses=true", "swarmd sets it"),
     ("redis://h/0?ssl_certfile=/c.pem", "rediss://"),
+    ("rediss://h/0?ssl_cert_reqs=sometimes", "ssl_cert_reqs one of required, optional, none"),
+    ("rediss://h/0?ssl_check_hostname=perhaps", "ssl_check_hostname true or false"),
     ("redis://h/0?foo=bar", "not 'foo'"),
     ("redis://h/0#x", "without '#'"),
     ("redis://h /0", "without spaces"),

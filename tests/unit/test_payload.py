@@ -194,6 +194,8 @@ def test_sidekiq8_millisecond_timestamps_decode() -> None:
         (b'{"class":"x","args":[NaN]}', "not JSON"),
         (b'{"class":"x","args":[Infinity]}', "not JSON"),
         (b'{"class":"x","args":[-Infinity]}', "not JSON"),
+        (b'{"class":"x","args":[1e999]}', "out of the float range"),  # valid JSON, but no encoder writes it
+        (b'{"class":"x","args":[{"a":-1E400}]}', "out of the float range"),
         (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # nesting deeper than the recursion limit
         (b"[1]", "not a JSON object"),
         (b'"str"', "not a JSON object"),
