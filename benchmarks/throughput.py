@@ -1,11 +1,14 @@
 """Throughput of one swarm on no-op jobs (run by ``make bench``).
 
-Fills ``queue:default`` with N no-op jobs through ``perform_bulk``, starts ``swarmd`` (one worker
-process with concurrency 10 unless told otherwise), and waits until ``stat:processed`` reaches N.
+Fills ``queue:default`` with N jobs through ``perform_bulk``, starts ``swarmd`` (one worker process
+with concurrency 10 unless told otherwise), and waits until ``stat:processed`` reaches N. The jobs do
+nothing (``--job noop``) or one ``INCR`` through a module-level redis-py client (``--job redis``, the
+shape of a typical small job: one round trip of its own).
 Prints jobs/s (from the first job to the last, and from process start), Redis commands and round
 trips per job (from ``INFO commandstats``), and worker CPU per job.
 
     python benchmarks/throughput.py [--jobs 100000] [--processes 1] [--concurrency 10] [--runs 3]
+                                    [--job noop|redis]
 
 Uses ``REDIS_URL`` if set, else a private redis-server (see swarmd.devredis).
 """
@@ -36,11 +39,21 @@ ROUND_TRIP_COMMANDS = {
 
 JOB_MODULE = textwrap.dedent(
     """
+    import os
+
+    import redis
+
     import swarmd
+
+    r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])  # one client per worker (imported after fork)
 
     @swarmd.job(name="bench.noop")
     def noop(i):
         pass
+
+    @swarmd.job(name="bench.incr")
+    def incr(i):
+        r.incr("bench:incr")
     """
 )
 
@@ -70,16 +83,20 @@ def children_cpu(pid: int) -> float:
     return total
 
 
-def run_once(url: str, jobs: int, processes: int, concurrency: int, workdir: str) -> dict[str, float]:
+def run_once(
+    url: str, jobs: int, processes: int, concurrency: int, workdir: str, job: str = "noop"
+) -> dict[str, float]:
     r = redis.Redis.from_url(url)
     r.flushall()
     client = swarmd.Client(url)
     sys.path.insert(0, workdir)
-    from benchjobs import noop  # type: ignore[import-not-found]
+    os.environ["BENCH_REDIS_URL"] = url
+    import benchjobs  # type: ignore[import-not-found]
 
+    func = benchjobs.incr if job == "redis" else benchjobs.noop
     t0 = time.perf_counter()
     for start in range(0, jobs, 10_000):
-        noop.set(client=client).perform_bulk([(i,) for i in range(start, min(jobs, start + 10_000))])
+        func.set(client=client).perform_bulk([(i,) for i in range(start, min(jobs, start + 10_000))])
     enqueue_s = time.perf_counter() - t0
     r.config_resetstat()
     before = commandstats(r)
@@ -125,16 +142,18 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--job", choices=("noop", "redis"), default="noop", help="what each job does")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
         with open(os.path.join(workdir, "benchjobs.py"), "w") as f:
             f.write(JOB_MODULE)
         with redis_url_or_private() as url:
             results = [
-                run_once(url, args.jobs, args.processes, args.concurrency, workdir) for _ in range(args.runs)
+                run_once(url, args.jobs, args.processes, args.concurrency, workdir, args.job)
+                for _ in range(args.runs)
             ]
     print(
-        f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
+        f"swarmd {swarmd.__version__}: {args.jobs} {args.job} jobs, --processes {args.processes}, "
         f"concurrency {args.concurrency}, {args.runs} run(s)"
     )
     for key in results[0]:
