@@ -18,9 +18,11 @@ counted too; they reach the limit only if they shared three crashes with it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from swarmd import connection, payload
 from swarmd.errors import POISON_JOB, DecodeError
@@ -34,9 +36,16 @@ CRASH_TTL = 24 * 3600
 LOCK_TTL = 10  # refreshed after every batch of 100 jobs; a dead recoverer's lock frees quickly
 
 
-def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> tuple[int, int] | None:
+OnPoison = Callable[[dict[str, Any]], None]
+"""Called with each job this recovery sent to `dead` as poison (the hash as stored there)."""
+
+
+def recover_worker(
+    scripts: Scripts, identity: str, *, force: bool = False, on_poison: OnPoison | None = None
+) -> tuple[int, int] | None:
     """Push a dead worker's in-flight jobs back; return (requeued, sent to dead), or None when
-    another recoverer holds the lock (the caller may try again later)."""
+    another recoverer holds the lock (the caller may try again later). ``on_poison`` (the app's
+    on_death hooks) is called for each job this call made poison, after it is in `dead`."""
     redis, keys = scripts.redis, scripts.keys
     lock = keys.recovering(identity)
     token = os.urandom(8).hex()
@@ -75,6 +84,8 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> t
             redis.expire(lock, LOCK_TTL)
             requeued += result.requeued
             poisoned += result.poisoned
+            if result.poisoned and on_poison is not None:
+                _report_poison(scripts, jobs, on_poison)
             if not raws or len(raws) < 100:
                 break
         if requeued or poisoned:
@@ -90,7 +101,25 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> t
             redis.delete(lock)
 
 
-def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> int:
+def _report_poison(
+    scripts: Scripts, jobs: Sequence[tuple[bytes, str | None, str, bytes]], on_poison: OnPoison
+) -> None:
+    """Call ``on_poison`` for the jobs of a batch that went to `dead` as poison in that call: their
+    poison record (it names this recovery's time) is in `dead`. Undecodable ones have no job to report."""
+    candidates = [poison for _, queue, _, poison in jobs if queue is not None]
+    if not candidates:
+        return
+    pipe = scripts.redis.pipeline(transaction=False)
+    for poison in candidates:
+        pipe.zscore(scripts.keys.dead, poison)
+    for poison, score in zip(candidates, pipe.execute(), strict=True):
+        if score is not None:
+            on_poison(json.loads(poison))
+
+
+def recover_dead_workers(
+    scripts: Scripts, own_identity: str | None = None, on_poison: OnPoison | None = None
+) -> int:
     """Recover every registered worker whose liveness key has expired; return jobs requeued."""
     redis, keys = scripts.redis, scripts.keys
     others = [m.decode(errors="replace") for m in cast("set[bytes]", redis.smembers(keys.swarmd_workers))]
@@ -105,7 +134,7 @@ def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> i
         if alive:
             continue
         # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
-        result = recover_worker(scripts, identity)
+        result = recover_worker(scripts, identity, on_poison=on_poison)
         if result is not None:
             total += result[0] + result[1]
     return total

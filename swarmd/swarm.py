@@ -24,12 +24,13 @@ from typing import NoReturn
 
 import setproctitle
 
-from swarmd import connection, control, logs, recovery, registry, systemd
+from swarmd import connection, control, hooks, logs, recovery, registry, systemd
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
 from swarmd.keys import Keys
 from swarmd.pidfile import PidFile
+from swarmd.processor import poison_reporter
 from swarmd.scripts import Scripts
 from swarmd.supervisor import HANDLED, Supervisor
 from swarmd.version import __version__
@@ -228,7 +229,9 @@ def _recover_inflight(identity: str, config: Config) -> str | None:
     # A short-lived connection: the supervisor holds none when it forks.
     client = connection.connect(config.redis_url)
     try:
-        done = recovery.recover_worker(Scripts(client, Keys(config.namespace)), identity, force=True)
+        scripts = Scripts(client, Keys(config.namespace))
+        # on_death for poison jobs: only with the app's hooks loaded here (preload: true)
+        done = recovery.recover_worker(scripts, identity, force=True, on_poison=poison_reporter())
         # None: another recoverer holds the lock (it may have died mid-way): try again a little later.
         return None if done is not None else "another process holds its recovery lock"
     except connection.RedisError as exc:
@@ -264,6 +267,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
             try:
                 for spec in config.require:
                     registry.import_require(spec)
+                hooks.run_boot_hooks("boot")  # once, before the first fork (README: on_boot)
             except BootError as exc:
                 log.error("%s", exc)
                 notifier.stopping(status=f"preload failed: {exc}")

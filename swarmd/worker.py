@@ -27,14 +27,14 @@ from collections.abc import Callable
 
 import setproctitle
 
-from swarmd import connection, control, logs, recovery, registry
+from swarmd import aio, connection, control, hooks, logs, recovery, registry
 from swarmd.busy import BusyJobs
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode, RedisUnavailable
 from swarmd.fetch import Fetcher
 from swarmd.heartbeat import Heartbeat, new_identity
 from swarmd.keys import Keys
-from swarmd.processor import Processor
+from swarmd.processor import Processor, poison_reporter
 from swarmd.retry import Retrier
 from swarmd.retrying import until_redis_answers
 from swarmd.scheduler import Scheduler
@@ -44,6 +44,7 @@ from swarmd.version import __version__
 log = logging.getLogger("swarmd")
 
 SETTLE_TRIES = 10  # Redis tries for each shutdown step; then the private list waits for recovery
+CANCEL_WAIT_S = 2.0  # how long cancelled async jobs get to run their cleanup at a hard stop
 
 
 def dump_threads() -> None:
@@ -70,6 +71,7 @@ class Worker:
         self._deadline = 0.0
         self._stop_at: float | None = None  # a stop was asked for (signal, supervisor gone): its deadline
         self._poll_while_stopping: Callable[[], None] = lambda: None
+        self._started_hooks = False  # on_startup ran: on_shutdown runs at exit
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +80,7 @@ class Worker:
         logs.start_batching()
         for spec in cfg.require:
             registry.import_require(spec)
+        self._app_hooks()
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
             cfg.redis_url, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
@@ -97,7 +100,7 @@ class Worker:
         # Register (liveness key first) before fetching anything, so a private list never exists
         # without a liveness key and a registry entry that lead to it.
         self.heartbeat.beat()
-        recovery.recover_dead_workers(scripts, self.identity)
+        recovery.recover_dead_workers(scripts, self.identity, on_poison=poison_reporter())
         for _ in range(cfg.concurrency):
             self._add_processor()
         self.fetcher.start()
@@ -105,13 +108,47 @@ class Worker:
         self._next_beat = now + cfg.beat_interval
         self._next_poll = now + random.uniform(0, cfg.poll_interval)
         self._next_recovery = now + cfg.recovery_interval
+        jobs = len(registry.registered())
         log.info(
-            "worker %s booted: concurrency %d, queues %s, Redis %s",
+            "worker %s booted: concurrency %d, queues %s, %d job function(s) registered, config %s "
+            "(environment %s), Redis %s",
             self.identity,
             cfg.concurrency,
             ",".join(f"{q.name},{q.weight}" if q.weight else q.name for q in cfg.queues),
+            jobs,
+            cfg.path or "none",
+            cfg.environment,
             cfg.redacted_redis_url(),
         )
+        if not jobs:
+            log.warning(
+                "no job functions are registered: every job fetched fails as UnknownJob%s; name the modules "
+                "that define your @swarmd.job functions in require (-r, or require: in %s)",
+                " (except swarmd.delay calls under delay_allow)" if cfg.delay_allow else "",
+                cfg.path or "config/swarmd.yml",
+            )
+
+    def _app_hooks(self) -> None:
+        """The app's side of the boot, once ``require`` is imported: its on_startup hooks (raising is a
+        `BootError`), swarmd's loggers back if they disabled them, the event loop if a job is async."""
+        if hooks.registered("boot") and not self.config.preload:
+            names = ", ".join(hooks.describe(fn) for fn in hooks.registered("boot"))
+            log.warning(
+                "on_boot hook(s) %s did not run: on_boot runs in the supervisor, which imports require "
+                "only with preload: true (use on_startup for what each worker must do)",
+                names,
+            )
+        self._started_hooks = True  # from here on, on_shutdown runs at exit (also if a startup hook fails)
+        hooks.run_boot_hooks("startup", awaiter=aio.run)
+        logs.reclaim_loggers()
+        if any(job.is_async for job in registry.registered().values()):
+            aio.ensure_started()
+
+    def _shutdown_hooks(self) -> None:
+        if self._started_hooks:
+            self._started_hooks = False
+            hooks.run_hooks("shutdown", awaiter=aio.run)
+        aio.shutdown()
 
     @property
     def redis(self) -> connection.Redis:
@@ -156,8 +193,11 @@ class Worker:
             self._housekeeping(time.monotonic(), stopping=True)
             self._poll_while_stopping()
             time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
-        self.fetcher.stop(waiter_deadline)
         unfinished = len(self.busy)
+        if unfinished:
+            # Async jobs can be told to stop: cancelled now, they are pushed back below with the rest.
+            aio.cancel_running(CANCEL_WAIT_S)
+        self.fetcher.stop(waiter_deadline)
         self._settle_redis(lambda: self.fetcher.flush_acks(raise_errors=True), "flush acks")
         # Jobs still running are pushed back BEFORE the process exits: worse to lose a job than
         # to run it twice. A job that finishes after this finds its entry gone and acks nothing.
@@ -203,7 +243,7 @@ class Worker:
                     self._next_poll = now
             if not stopping and now >= self._next_recovery:
                 self._next_recovery = now + cfg.recovery_interval
-                recovery.recover_dead_workers(self.scripts, self.identity)
+                recovery.recover_dead_workers(self.scripts, self.identity, on_poison=poison_reporter())
                 recovery.prune_processes(self.redis, self.keys)
         except connection.RedisError as exc:
             log.warning("housekeeping: Redis error: %s", exc)
@@ -252,6 +292,7 @@ class Worker:
         back). TSTP: quiet. TTIN: log all thread stacks. USR1: reopen log files.
         """
         faulthandler.enable()  # SIGABRT from the supervisor (hung worker) dumps every stack
+        logs.capture_output()  # print() in job code: log lines (after faulthandler took the real fd 2)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
@@ -265,6 +306,7 @@ class Worker:
             self.start()
         except (BootError, RedisUnavailable) as exc:
             log.error("%s", exc)
+            self._exit_quietly()
             return int(exc.exit_code)
         sel = selectors.DefaultSelector()
         sel.register(rfd, selectors.EVENT_READ, "signal")
@@ -301,9 +343,18 @@ class Worker:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
+            self._exit_quietly()
             log.info("bye")
             logs.flush()
         return int(ExitCode.OK)
+
+    def _exit_quietly(self) -> None:
+        """At exit: the app's on_shutdown hooks, the event loop, what is left of printed lines."""
+        try:
+            self._shutdown_hooks()
+        finally:
+            logs.release_output()
+            logs.flush()
 
     # -- signals (`HANDLED_SIGNALS` lists the ones with a handler) -----------------------------------
     def _dispatch_signals(self, signums: bytes) -> None:

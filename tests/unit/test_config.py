@@ -142,6 +142,8 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
             values[field.name] = not default
         elif isinstance(default, int | float):
             values[field.name] = default * 3 if field.name != "beat_interval" else 1
+        elif field.name == "log_format":
+            values[field.name] = "json"
         else:
             values[field.name] = "seven" if field.name in ("pidfile", "logfile", "tag", "namespace") else 7
     config = load(tmp_path, yaml.safe_dump(values))
