@@ -349,7 +349,7 @@ def _check(config: Config) -> int:
         print(f"{'jobs:':13} {jobs} job functions registered")
     if not jobs and code == 0 and not config.delay_allow:
         # A worker would fail every job it fetches as UnknownJob: not a setup to start.
-        where = f"require: {', '.join(config.require)}" if config.require else "no require (-r) given"
+        where = f"require: {', '.join(config.require)}" if config.require else "require is empty"
         _err(
             f"no job functions registered ({where}): name the modules that define your @swarmd.job functions"
         )

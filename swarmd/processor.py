@@ -187,11 +187,7 @@ class Processor:
                 raise
         result = func(*args, **job.kwargs)
         if result is not None and inspect.iscoroutine(result):
-            result.close()  # never awaited: say so here rather than in a RuntimeWarning at exit
-            raise TypeError(
-                f"job function {name} returned a coroutine but is not `async def`, so it was not run: "
-                "declare the function `async def` (a decorator may have hidden that it is one)"
-            )
+            raise registry.not_async_error(name, result)
         return result
 
     def _cancelled(self, name: str, jid: str, started: float) -> None:

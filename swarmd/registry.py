@@ -184,6 +184,16 @@ def registered() -> Mapping[str, JobFunction[Any, Any]]:
     return _registry
 
 
+def not_async_error(name: str, result: Any) -> TypeError:
+    """The failure of a job function that is not ``async def`` but returned a coroutine (which is
+    closed here: it never runs, and would otherwise warn "never awaited" at some later time)."""
+    result.close()
+    return TypeError(
+        f"job function {name} returned a coroutine but is not `async def`, so it was not run: "
+        "declare the function `async def` (a decorator may have hidden that it is one)"
+    )
+
+
 _suggestions: dict[str, str | None] = {}
 _suggested_for = 0  # len(_registry) when _suggestions was filled: a new registration clears it
 MAX_SUGGESTIONS = 1000  # cached names; an unknown name is usually the same few names again and again
