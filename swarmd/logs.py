@@ -391,6 +391,7 @@ class _BatchingHandler(logging.Handler):
         super().__init__()
         self._pending: list[str] = []
         self._pending_size = 0
+        self._owned_close = False
         _batching_handlers.append(self)
 
     def _write(self, text: str) -> None:
@@ -434,10 +435,22 @@ class _BatchingHandler(logging.Handler):
             self.release()
 
     def close(self) -> None:
+        """Flush; close for good only when swarmd uninstalls the handler (`owned_close`).
+
+        ``logging.config.dictConfig`` in app code (Django's ``LOGGING`` in ``django.setup()``) closes
+        every handler that exists, ours included, though they stay on swarmd's loggers: those lines
+        must keep coming. At interpreter exit `logging.shutdown` closes them too; the process is ending.
+        """
         self.flush()
+        if not self._owned_close:
+            return
         if self in _batching_handlers:
             _batching_handlers.remove(self)
         super().close()
+
+    def owned_close(self) -> None:
+        self._owned_close = True
+        self.close()
 
 
 BATCH_INTERVAL_S = 0.05
@@ -543,14 +556,15 @@ class _FileHandler(_BatchingHandler):
         os.close(old)
 
     def close(self) -> None:
-        self.flush()
-        self.acquire()
-        try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-        finally:
-            self.release()
+        if self._owned_close:
+            self.flush()
+            self.acquire()
+            try:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+            finally:
+                self.release()
         super().close()
 
 
@@ -648,7 +662,10 @@ def setup_logging(
                 raise ConfigError(str(exc)) from None
     except BaseException:
         for handler in handlers:
-            handler.close()
+            if isinstance(handler, _BatchingHandler):
+                handler.owned_close()
+            else:
+                handler.close()
         raise
     if not handlers:
         handlers.append(stderr_handler)
@@ -691,7 +708,10 @@ def _uninstall(logger: logging.Logger) -> None:
     for handler in _installed:
         logger.removeHandler(handler)
         root.removeHandler(handler)
-        handler.close()
+        if isinstance(handler, _BatchingHandler):
+            handler.owned_close()
+        else:
+            handler.close()
     _installed.clear()
     if _root_saved:
         root.setLevel(_root_saved[0])

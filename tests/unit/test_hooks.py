@@ -130,7 +130,7 @@ def test_async_or_non_callable_middleware_is_refused_at_registration() -> None:
     with pytest.raises(TypeError, match="async def"):
         swarmd.server_middleware(async_mw)
     with pytest.raises(TypeError, match="expected a callable"):
-        swarmd.server_middleware("nope")  # type: ignore[arg-type]
+        swarmd.server_middleware("nope")  # type: ignore[type-var]
     assert hooks.server_middlewares() == ()
 
 
