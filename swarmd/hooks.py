@@ -217,8 +217,9 @@ def on_boot(fn: F) -> F:
 
 
 def on_startup(fn: F) -> F:
-    """``fn()`` runs in each worker after it is forked and has imported ``require``, before it fetches
-    a job. Raising stops that worker from booting (exit 70, one line)."""
+    """``fn()`` runs in each worker after the fork, right after the ``require`` module that registers it
+    is imported (modules listed after that one may rely on it, e.g. on ``django.setup()``), before the
+    worker fetches a job. Raising stops that worker from booting (exit 70, one line)."""
     return _register("startup", fn)
 
 
@@ -274,13 +275,16 @@ def run_hooks(kind: Kind, *args: Any, awaiter: Awaiter | None = None) -> None:
             log.error("on_%s hook %s raised; carrying on", kind, describe(fn), exc_info=True)
 
 
-def run_boot_hooks(kind: Literal["boot", "startup"], *, awaiter: Awaiter | None = None) -> None:
-    """Call every hook of ``kind``; the first that raises stops the boot: a `BootError` of one line
-    (the hook and its exception's last line; the traceback is logged at DEBUG, shown with ``-v``)."""
-    for fn in _hooks[kind]:
+def run_boot_hooks(kind: Literal["boot", "startup"], *, awaiter: Awaiter | None = None, skip: int = 0) -> int:
+    """Call the hooks of ``kind`` after the first ``skip``; return how many are registered (the next
+    ``skip``). The first that raises stops the boot: a `BootError` of one line (the hook and its
+    exception's last line; the traceback is logged at DEBUG, shown with ``-v``)."""
+    registered = _hooks[kind]
+    for fn in registered[skip:]:
         try:
             _call(fn, (), awaiter)
         except BaseException as exc:
             log.debug("on_%s hook %s raised", kind, describe(fn), exc_info=True)
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             raise BootError(f"on_{kind} hook {describe(fn)} failed: {last}") from exc
+    return len(registered)

@@ -1,8 +1,12 @@
-"""Log lines for the supervisor and workers: stderr, the journal, a file, or syslog (SPEC 1.8).
+"""Log lines for the supervisor and workers: stderr, the journal, a file, or syslog.
 
 Everything swarmd logs goes through the logger named "swarmd" (job lines through "swarmd.job"), which
-`setup_logging()` configures; it does not touch the root logger, and the "swarmd" logger stops
-propagating to it so an application's own logging config never prints swarmd's lines twice.
+`setup_logging()` configures; the "swarmd" logger stops propagating to the root logger, so an
+application's own logging config never prints swarmd's lines twice. In the daemon (``app_logs``) the
+same handlers also go on the root logger, so the app's records come out the same way, and in a worker
+`capture_output()` turns ``print()`` into log lines; a line logged inside a job gets the job's
+``class=``/``jid=`` from `swarmd.context`. ``log_format: json`` swaps `LineFormatter` for `JsonFormatter`
+everywhere, the per-job fast path (`job_event`) included.
 
 Line shape (Sidekiq's)::
 

@@ -71,15 +71,23 @@ class Worker:
         self._deadline = 0.0
         self._stop_at: float | None = None  # a stop was asked for (signal, supervisor gone): its deadline
         self._poll_while_stopping: Callable[[], None] = lambda: None
-        self._started_hooks = False  # on_startup ran: on_shutdown runs at exit
+        self._started_hooks = False  # the app's code is loaded (and on_startup began): on_shutdown at exit
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Boot: raises `RedisUnavailable` or `BootError` with one clear line."""
         cfg = self.config
         logs.start_batching()
-        for spec in cfg.require:
-            registry.import_require(spec)
+        started = 0
+        for spec in [*cfg.require, None]:  # None: hooks registered before (preload) or by no module
+            if spec is not None:
+                registry.import_require(spec)
+            # Right after the module that registers them: the next modules may need what they set up
+            # (a Django app's models, after django.setup()).
+            if hooks.registered("startup")[started:]:
+                self._started_hooks = True  # from here on, on_shutdown runs at exit (also if boot fails)
+                started = hooks.run_boot_hooks("startup", awaiter=aio.run, skip=started)
+        self._started_hooks = True
         self._app_hooks()
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
@@ -129,8 +137,8 @@ class Worker:
             )
 
     def _app_hooks(self) -> None:
-        """The app's side of the boot, once ``require`` is imported: its on_startup hooks (raising is a
-        `BootError`), swarmd's loggers back if they disabled them, the event loop if a job is async."""
+        """The app's side of the boot once ``require`` is imported and the on_startup hooks ran:
+        swarmd's loggers back if the app disabled them, the event loop if a job is async."""
         if hooks.registered("boot") and not self.config.preload:
             names = ", ".join(hooks.describe(fn) for fn in hooks.registered("boot"))
             log.warning(
@@ -138,8 +146,6 @@ class Worker:
                 "only with preload: true (use on_startup for what each worker must do)",
                 names,
             )
-        self._started_hooks = True  # from here on, on_shutdown runs at exit (also if a startup hook fails)
-        hooks.run_boot_hooks("startup", awaiter=aio.run)
         logs.reclaim_loggers()
         if any(job.is_async for job in registry.registered().values()):
             aio.ensure_started()
