@@ -158,9 +158,9 @@ def main() -> None:
     )
     for key in results[0]:
         values = [res[key] for res in results]
-        print(
-            f"  {key:22} median {statistics.median(values):10.2f}   [{min(values):.2f} - {max(values):.2f}]"
-        )
+        digits = 3 if max(values) < 10 else 2  # per-job numbers (CPU ms) need the third decimal
+        low, median, high = min(values), statistics.median(values), max(values)
+        print(f"  {key:22} median {median:10.{digits}f}   [{low:.{digits}f} - {high:.{digits}f}]")
 
 
 if __name__ == "__main__":

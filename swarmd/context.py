@@ -18,19 +18,42 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from swarmd.payload import read_timestamp
 
-__all__ = ["JobContext", "JobLogger", "activate", "current_job", "current_var"]
+__all__ = ["JobContext", "JobLogger", "activate", "current_job", "current_var", "running", "start"]
 
-current_var: ContextVar[JobContext | None] = ContextVar("swarmd_current_job", default=None)
+Running = list[Any]
+"""What the context variable holds during a run: ``[payload, name, jid, JobContext | None]``. A list
+(built in C) rather than the `JobContext` itself: a processor sets one per job, at thousands of jobs a
+second, and most jobs never ask for their context; `current_job()` builds it on first use and keeps it,
+so every caller in that run gets the same object."""
+
+current_var: ContextVar[Running | None] = ContextVar("swarmd_current_job", default=None)
 
 
 def current_job() -> JobContext | None:
     """The job running in this thread (or asyncio task), or None outside a job."""
-    return current_var.get()
+    cell = current_var.get()
+    if cell is None:
+        return None
+    job: JobContext | None = cell[3]
+    if job is None:
+        job = cell[3] = JobContext(cell[0], cell[1], cell[2])
+    return job
+
+
+def running() -> tuple[str, str] | None:
+    """The running job's (name, jid), without building its `JobContext` (for log lines)."""
+    cell = current_var.get()
+    return None if cell is None else (cell[1], cell[2])
+
+
+def start(payload: dict[str, Any], name: str, jid: str) -> Token[Running | None]:
+    """Make this job the current one; `current_var.reset(token)` ends it."""
+    return current_var.set([payload, name, jid, None])
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
@@ -103,7 +126,7 @@ class JobContext:
 @contextmanager
 def activate(job: JobContext) -> Iterator[JobContext]:
     """Make ``job`` the current job of this thread (or task) for the ``with`` block."""
-    token = current_var.set(job)
+    token = current_var.set([job.payload, job.name, job.jid, job])
     try:
         yield job
     finally:

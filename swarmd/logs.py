@@ -57,7 +57,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal, TextIO
 
-from swarmd.context import current_job
+from swarmd.context import running
 from swarmd.errors import ConfigError
 from swarmd.syslogsink import InvalidTarget, SyslogHandler, SyslogTarget
 from swarmd.syslogsink import severity as _priority  # the journal's <N> prefixes are syslog severities
@@ -279,9 +279,9 @@ def _job_of(record: logging.LogRecord) -> tuple[str | None, str | None]:
     attrs = record.__dict__
     job_class, jid = attrs.get("job_class"), attrs.get("jid")
     if job_class is None and jid is None:
-        job = current_job()
+        job = running()
         if job is not None:
-            return job.name, job.jid
+            return job
     return job_class, jid
 
 

@@ -22,12 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from swarmd import aio, connection, hooks, payload, registry
+from swarmd import aio, connection, context, hooks, payload, registry
 from swarmd.aio import StopCancelled
 from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
-from swarmd.context import JobContext
-from swarmd.context import current_var as context_var
 from swarmd.errors import DecodeError, DelayRefused, PoisonJob, UnknownJob
 from swarmd.fetch import Fetcher, Work
 from swarmd.logs import job_event
@@ -58,14 +56,14 @@ def thread_id() -> str:
 def report_poison(data: dict[str, Any]) -> None:
     """The app's on_death hooks for a job that a recovery in this process sent to `dead` as poison
     (`swarmd.recovery`'s ``on_poison``): called with a `PoisonJob` holding the recorded message."""
-    current = JobContext(data, str(data.get("class")), str(data.get("jid", "-")))
-    token = context_var.set(current)
+    token = context.start(data, str(data.get("class")), str(data.get("jid", "-")))
+    current = context.current_job()
     try:
         exc = PoisonJob(str(data.get("error_message", "")))
         # No event loop is started for it in the supervisor (it forks): an async hook gets asyncio.run.
         hooks.run_hooks("death", current, exc, awaiter=aio.run if aio.started() else None)
     finally:
-        context_var.reset(token)
+        context.current_var.reset(token)
 
 
 def poison_reporter() -> Callable[[dict[str, Any]], None] | None:
@@ -116,62 +114,64 @@ class Processor:
             return
         name, jid = job.name, job.jid
         job_event(logging.DEBUG, name, jid, "start")
-        current = JobContext(job.data, name, jid)
-        token = context_var.set(current)  # what swarmd.current_job() returns, also in log lines
-        try:
-            self._process(work, job, current)
-        finally:
-            context_var.reset(token)
-
-    def _process(self, work: Work, job: payload.Job, current: JobContext) -> None:
-        name, jid = current.name, current.jid
-        self._stop_cancelled = False
+        token = context.start(job.data, name, jid)  # swarmd.current_job(), and class/jid in log lines
         chain = hooks.server_middlewares()
         run: hooks.MiddlewareRun | None = None
         started = time.perf_counter()
         try:
             if chain:
-                run = hooks.MiddlewareRun(chain, current, functools.partial(self._invoke, job))
+                current = context.current_job()
+                assert current is not None
+                run = hooks.MiddlewareRun(chain, current, functools.partial(self._invoke, job, name))
                 run()
-            else:
-                self._invoke(job)
+            else:  # no middleware: nothing between the processor and the job function
+                self._invoke(job, name)
         except DelayRefused as exc:
             log.error("%s; moved to dead", exc, extra={"job_class": name, "jid": jid})
             mode = self._settle(
                 work, functools.partial(self.retrier.kill, work, job.data, "swarmd.DelayRefused", str(exc))
             )
-            self._after_failure(current, job, exc, mode)
-            return
+            self._after_failure(job, exc, mode)
         except BaseException as exc:  # a job's failure, SystemExit included, never stops the worker
             if self._stop_cancelled:
                 self._cancelled(name, jid, started)
-                return
-            job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
-            extra = {"job_class": name, "jid": jid}
-            if run is not None and run.culprit is not None:
-                culprit = hooks.describe(run.culprit)
-                log.error(
-                    "server middleware %s raised; the job counts as failed",
-                    culprit,
-                    exc_info=exc,
-                    extra=extra,
-                )
-            elif isinstance(exc, UnknownJob):
-                self._unknown(exc, extra)
             else:
-                job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
-            mode = self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
-            self._after_failure(current, job, exc, mode)
-            return
-        if self._stop_cancelled:  # a middleware swallowed the cancellation: the job did not finish
-            self._cancelled(name, jid, started)
-            return
-        job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
-        self.fetcher.ack(work)
+                self._failed(work, job, exc, run, started)
+        else:
+            if self._stop_cancelled:  # a middleware swallowed the cancellation: the job did not finish
+                self._cancelled(name, jid, started)
+            else:
+                job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
+                self.fetcher.ack(work)
+        finally:
+            context.current_var.reset(token)
 
-    def _invoke(self, job: payload.Job) -> Any:
+    def _failed(
+        self,
+        work: Work,
+        job: payload.Job,
+        exc: BaseException,
+        run: hooks.MiddlewareRun | None,
+        started: float,
+    ) -> None:
+        name, jid = job.name, job.jid
+        job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
+        extra = {"job_class": name, "jid": jid}
+        if run is not None and run.culprit is not None:
+            culprit = hooks.describe(run.culprit)
+            log.error(
+                "server middleware %s raised; the job counts as failed", culprit, exc_info=exc, extra=extra
+            )
+        elif isinstance(exc, UnknownJob):
+            self._unknown(exc, extra)
+        else:
+            job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
+        mode = self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
+        self._after_failure(job, exc, mode)
+
+    def _invoke(self, job: payload.Job, name: str) -> Any:
         """Call the job's function (awaiting an ``async def`` one on the worker's loop); its result."""
-        name, args = job.name, job.args
+        args = job.args
         if name == DELAYED:
             func = registry.resolve_delayed(args[0] if args else None, self.delay_allow)
             args = args[1:]
@@ -192,6 +192,7 @@ class Processor:
 
     def _cancelled(self, name: str, jid: str, started: float) -> None:
         # The worker pushes the job back (it is still in the private list): no ack, no failure.
+        self._stop_cancelled = False
         elapsed = time.perf_counter() - started
         job_event(logging.INFO, name, jid, f"cancelled by the stop: {elapsed:.3f} sec (pushed back)")
 
@@ -214,11 +215,10 @@ class Processor:
         else:
             job_log.info("%s", exc, extra=extra)
 
-    def _after_failure(
-        self, current: JobContext, job: payload.Job, exc: BaseException, mode: str | None
-    ) -> None:
+    def _after_failure(self, job: payload.Job, exc: BaseException, mode: str | None) -> None:
         """The app's on_failure hooks, then on_death ones if the job went to `dead` or ran out of retries
         (``dead: false``); after the failure is stored, so a hook can neither lose nor repeat the job."""
+        current = context.current_job()
         if hooks.registered("failure"):
             hooks.run_hooks("failure", current, exc, awaiter=aio.run)
         exhausted = mode == "dead" or (mode == "drop" and job.data.get("retry", True) is not False)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from swarmd import client, hooks, payload, registry
 from swarmd.client import DELAYED, Outgoing
-from swarmd.context import JobContext, current_var
+from swarmd.context import JobContext, activate
 from swarmd.errors import UnknownJob
 
 Mode = Literal["fake", "inline", "off"]
@@ -215,11 +215,8 @@ def _run(job: dict[str, Any]) -> None:
 
     # As the worker runs it: `swarmd.current_job()` is this job, inside the server middleware.
     current = JobContext(job, name, str(job.get("jid", "-")))
-    token = current_var.set(current)
-    try:
+    with activate(current):
         hooks.MiddlewareRun(hooks.server_middlewares(), current, call)()
-    finally:
-        current_var.reset(token)
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
