@@ -77,6 +77,7 @@ __all__ = [
     "release_output",
     "reopen_logs",
     "reset_logging",
+    "set_level",
     "setup_logging",
     "start_batching",
 ]
@@ -692,6 +693,15 @@ def setup_logging(
                 root.addHandler(handler)
             root.setLevel(level)
             logging.captureWarnings(True)  # `warnings.warn` in app code: a WARNING line of py.warnings
+
+
+def set_level(*, verbose: bool) -> None:
+    """Change the level of swarmd's lines (and of the app's, if `setup_logging` took them): a reload."""
+    level = logging.DEBUG if verbose else logging.INFO
+    with _lock:
+        logging.getLogger(LOGGER_NAME).setLevel(level)
+        if _root_saved:
+            logging.getLogger().setLevel(level)
 
 
 def reset_logging() -> None:

@@ -52,7 +52,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from swarmd import control, systemd
+from swarmd import control, logs, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
 from swarmd.procfs import read_pss_kb
@@ -667,7 +667,7 @@ class Supervisor:
             return
         changed = [
             name
-            for name in ("logfile", "syslog", "pidfile", "preload")
+            for name in ("logfile", "syslog", "log_format", "pidfile", "preload")
             if getattr(old, name) != getattr(new, name)
         ]
         if changed:
@@ -675,7 +675,7 @@ class Supervisor:
         if old.preload:
             log.warning("reload: preload is on, so new workers run the code loaded at start")
         if new.verbose != old.verbose:
-            logging.getLogger("swarmd").setLevel(logging.DEBUG if new.verbose else logging.INFO)
+            logs.set_level(verbose=new.verbose)
         if self._rollback is None:
             self._rollback = (old, self.generation)
         self.config = new
