@@ -55,7 +55,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from swarmd.context import running
 from swarmd.errors import ConfigError
@@ -772,6 +772,7 @@ class _LineWriter(io.TextIOBase):
         self.original = original
         self._lock = threading.Lock()
         self._partial: dict[int, str] = {}
+        self.buffer = _BytesLineWriter(self)  # what code writing bytes (sys.stdout.buffer.write) uses
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -831,6 +832,22 @@ class _LineWriter(io.TextIOBase):
     @property
     def errors(self) -> str | None:  # type: ignore[override]
         return getattr(self.original, "errors", None)
+
+
+class _BytesLineWriter(io.RawIOBase):
+    """``sys.stdout.buffer`` of a captured stream: bytes decoded as UTF-8 into the text writer."""
+
+    def __init__(self, text: _LineWriter) -> None:
+        super().__init__()
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._text.write(bytes(view).decode("utf-8", "backslashreplace"))
+        return view.nbytes
 
 
 def capture_output() -> None:

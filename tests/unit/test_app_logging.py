@@ -218,6 +218,7 @@ def test_print_becomes_info_lines_and_stderr_warning_lines_with_the_job() -> Non
             print(" whole")
             print()  # a blank line says nothing
             print("oops", file=sys.stderr)
+            sys.stdout.buffer.write("bytes \u00e9\n".encode())  # what click.echo does with bytes
     finally:
         release_output()
     assert sys.stderr is real_stderr
@@ -226,6 +227,7 @@ def test_print_becomes_info_lines_and_stderr_warning_lines_with_the_job() -> Non
         "class=Invoice jid=ab12 INFO: step 1",
         "class=Invoice jid=ab12 INFO: half whole",
         "class=Invoice jid=ab12 WARNING: oops",
+        "class=Invoice jid=ab12 INFO: bytes \u00e9",
     ]
 
 
