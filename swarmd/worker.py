@@ -312,7 +312,7 @@ class Worker:
             self.start()
         except (BootError, RedisUnavailable) as exc:
             log.error("%s", exc)
-            self._exit_quietly()
+            self._at_exit()
             return int(exc.exit_code)
         sel = selectors.DefaultSelector()
         sel.register(rfd, selectors.EVENT_READ, "signal")
@@ -349,12 +349,12 @@ class Worker:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
-            self._exit_quietly()
+            self._at_exit()
             log.info("bye")
             logs.flush()
         return int(ExitCode.OK)
 
-    def _exit_quietly(self) -> None:
+    def _at_exit(self) -> None:
         """At exit: the app's on_shutdown hooks, the event loop, what is left of printed lines."""
         try:
             self._shutdown_hooks()
