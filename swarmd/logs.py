@@ -600,7 +600,7 @@ def job_event(levelno: int, job_class: str, jid: str, text: str) -> None:
         _job_logger.log(levelno, "%s", text, extra={"job_class": job_class, "jid": jid})
         return
     created = time.time()
-    pid = os.getpid()
+    pid = _pid  # os.getpid() is a system call; this one is kept right across forks
     thread = threading.get_ident()
     levelname = logging.getLevelName(levelno)
     for handler in handlers:
@@ -623,8 +623,12 @@ _installed: list[logging.Handler] = []
 
 
 def _reinit_lock_after_fork() -> None:
-    global _lock
+    global _lock, _pid
     _lock = threading.Lock()  # a thread of the parent may have held it at fork time
+    _pid = os.getpid()
+
+
+_pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_reinit_lock_after_fork)

@@ -8,7 +8,6 @@ test needs, and reads what happened from the ledger, from Redis and from the log
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -29,7 +28,6 @@ import asyncio
 import contextvars
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -598,8 +596,3 @@ def test_swarmds_own_lines_survive_an_apps_dict_config_in_startup(app: App, wher
     text = logfile.read_text() if where == "logfile" else d.output()
     assert f"jid={jid} INFO: done:" in text
     assert "booted:" in text and "bye" in text
-
-
-def test_os_environ_is_untouched(app: App) -> None:
-    assert "SWARMD_TEST_LEDGER" in app.env()
-    assert os.environ.get("SWARMD_TEST_LEDGER") is None
