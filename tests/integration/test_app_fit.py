@@ -28,6 +28,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import sys
 import threading
 import time
