@@ -1,11 +1,14 @@
 """Throughput of one swarm on no-op jobs (run by ``make bench``).
 
-Fills ``queue:default`` with N no-op jobs through ``perform_bulk``, starts ``swarmd`` (one worker
-process with concurrency 10 unless told otherwise), and waits until ``stat:processed`` reaches N.
+Fills ``queue:default`` with N jobs through ``perform_bulk``, starts ``swarmd`` (one worker process
+with concurrency 10 unless told otherwise), and waits until ``stat:processed`` reaches N. The jobs do
+nothing (``--job noop``) or one ``INCR`` through a module-level redis-py client (``--job redis``, the
+shape of a typical small job: one round trip of its own).
 Prints jobs/s (from the first job to the last, and from process start), Redis commands and round
 trips per job (from ``INFO commandstats``), and worker CPU per job.
 
     python benchmarks/throughput.py [--jobs 100000] [--processes 1] [--concurrency 10] [--runs 3]
+                                    [--job noop|redis]
     python benchmarks/throughput.py --sentinel [--wait-replicas 1] [...]
 
 Uses ``REDIS_URL`` if set, else a private redis-server (see swarmd.devredis). ``--sentinel`` starts a
@@ -43,11 +46,21 @@ ROUND_TRIP_COMMANDS = {
 
 JOB_MODULE = textwrap.dedent(
     """
+    import os
+
+    import redis
+
     import swarmd
+
+    r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])  # one client per worker (imported after fork)
 
     @swarmd.job(name="bench.noop")
     def noop(i):
         pass
+
+    @swarmd.job(name="bench.incr")
+    def incr(i):
+        r.incr("bench:incr")
     """
 )
 
@@ -84,6 +97,7 @@ def run_once(
     concurrency: int,
     workdir: str,
     redis_section: dict[str, Any] | None = None,
+    job: str = "noop",
 ) -> dict[str, float]:
     """One round; ``redis_section`` (a config's ``redis:``) instead of ``--redis-url``, if given (``url``
     still names the master, for FLUSHALL and the counters)."""
@@ -91,11 +105,13 @@ def run_once(
     r.flushall()
     client = swarmd.Client(redis_section or url)
     sys.path.insert(0, workdir)
-    from benchjobs import noop  # type: ignore[import-not-found]
+    os.environ["BENCH_REDIS_URL"] = url
+    import benchjobs  # type: ignore[import-not-found]
 
+    func = benchjobs.incr if job == "redis" else benchjobs.noop
     t0 = time.perf_counter()
     for start in range(0, jobs, 10_000):
-        noop.set(client=client).perform_bulk([(i,) for i in range(start, min(jobs, start + 10_000))])
+        func.set(client=client).perform_bulk([(i,) for i in range(start, min(jobs, start + 10_000))])
     enqueue_s = time.perf_counter() - t0
     r.config_resetstat()
     before = commandstats(r)
@@ -162,10 +178,26 @@ def sentinel_rounds(args: argparse.Namespace, workdir: str) -> None:
         through: list[dict[str, float]] = []
         for _ in range(args.runs):  # alternating, so that a noisy neighbour hurts both alike
             direct.append(
-                run_once(url, args.jobs, args.processes, args.concurrency, workdir, {"url": url, **extra})
+                run_once(
+                    url,
+                    args.jobs,
+                    args.processes,
+                    args.concurrency,
+                    workdir,
+                    {"url": url, **extra},
+                    job=args.job,
+                )
             )
             through.append(
-                run_once(url, args.jobs, args.processes, args.concurrency, workdir, kit.settings(**extra))
+                run_once(
+                    url,
+                    args.jobs,
+                    args.processes,
+                    args.concurrency,
+                    workdir,
+                    kit.settings(**extra),
+                    job=args.job,
+                )
             )
     head = f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
     head += f"concurrency {args.concurrency}, {args.runs} run(s) each" + (
@@ -188,6 +220,7 @@ def main() -> None:
         "--sentinel", action="store_true", help="direct vs through Sentinel (needs redis-sentinel)"
     )
     ap.add_argument("--wait-replicas", type=int, default=0, help="with --sentinel: wait_replicas for both")
+    ap.add_argument("--job", choices=("noop", "redis"), default="noop", help="what each job does")
     args = ap.parse_args()
     if args.sentinel:
         with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir:
@@ -200,17 +233,18 @@ def main() -> None:
             f.write(JOB_MODULE)
         with redis_url_or_private() as url:
             results = [
-                run_once(url, args.jobs, args.processes, args.concurrency, workdir) for _ in range(args.runs)
+                run_once(url, args.jobs, args.processes, args.concurrency, workdir, job=args.job)
+                for _ in range(args.runs)
             ]
     print(
-        f"swarmd {swarmd.__version__}: {args.jobs} no-op jobs, --processes {args.processes}, "
+        f"swarmd {swarmd.__version__}: {args.jobs} {args.job} jobs, --processes {args.processes}, "
         f"concurrency {args.concurrency}, {args.runs} run(s)"
     )
     for key in results[0]:
         values = [res[key] for res in results]
-        print(
-            f"  {key:22} median {statistics.median(values):10.2f}   [{min(values):.2f} - {max(values):.2f}]"
-        )
+        digits = 3 if max(values) < 10 else 2  # per-job numbers (CPU ms) need the third decimal
+        low, median, high = min(values), statistics.median(values), max(values)
+        print(f"  {key:22} median {median:10.{digits}f}   [{low:.{digits}f} - {high:.{digits}f}]")
 
 
 if __name__ == "__main__":

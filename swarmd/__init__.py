@@ -7,7 +7,9 @@
 
     resize.perform_async("a.png", 100)
 
-Run them with ``swarmd -r myapp.jobs``. In your app's tests, ``swarmd.testing.fake()`` records jobs
+Run them with ``swarmd -r myapp.jobs``. Inside a job, ``swarmd.current_job()`` tells which one runs;
+``swarmd.server_middleware`` and the ``@swarmd.on_startup``/``on_shutdown``/``on_boot``/``on_failure``/
+``on_death`` hooks fit it into your app. In your app's tests, ``swarmd.testing.fake()`` records jobs
 and ``swarmd.testing.inline()`` runs them in process.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from swarmd import testing  # `swarmd.testing.fake()` works after a plain `import swarmd`
 from swarmd.client import Client, configure, delay, push
+from swarmd.context import JobContext, current_job
 from swarmd.errors import (
     BootError,
     ConfigError,
@@ -26,7 +29,15 @@ from swarmd.errors import (
     SwarmdError,
     UnknownJob,
 )
-from swarmd.hooks import client_middleware
+from swarmd.hooks import (
+    client_middleware,
+    on_boot,
+    on_death,
+    on_failure,
+    on_shutdown,
+    on_startup,
+    server_middleware,
+)
 from swarmd.registry import JobFunction, job
 from swarmd.version import __version__
 
@@ -36,6 +47,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DelayRefused",
+    "JobContext",
     "JobFunction",
     "PayloadError",
     "PoisonJob",
@@ -45,8 +57,15 @@ __all__ = [
     "__version__",
     "client_middleware",
     "configure",
+    "current_job",
     "delay",
     "job",
+    "on_boot",
+    "on_death",
+    "on_failure",
+    "on_shutdown",
+    "on_startup",
     "push",
+    "server_middleware",
     "testing",
 ]

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--require",
         action="append",
         metavar="MODULE_OR_PATH",
-        help="module or .py file with job functions (repeatable)",
+        help="module or .py file with job functions (repeatable; added to the config file's require)",
     )
     p.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="shutdown timeout (default 25)")
     p.add_argument("-g", "--tag", help="tag shown in process titles and the Web UI")
@@ -96,7 +96,10 @@ def setup_logs(config: Config) -> None:
     syslog = None
     if config.syslog is not None:
         syslog = logs.SyslogTarget(config.syslog.ident, config.syslog.facility, config.syslog.address)
-    logs.setup_logging(verbose=config.verbose, logfile=config.logfile, syslog=syslog)
+    log_format: logs.LogFormat = "json" if config.log_format == "json" else "text"
+    logs.setup_logging(
+        verbose=config.verbose, logfile=config.logfile, syslog=syslog, log_format=log_format, app_logs=True
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -1,6 +1,7 @@
 """The frozen `Config` and `load_config`: YAML file, environment section, ``${VAR}``, ``SWARMD_*``, flags.
 
-Precedence: defaults < file top level < the environment's section < ``SWARMD_*`` < ``overrides`` (flags).
+Precedence: defaults < file top level < the environment's section < ``SWARMD_*`` < ``overrides`` (flags),
+except that ``overrides["require"]`` (``-r``) adds its modules to those of the file (or ``SWARMD_REQUIRE``).
 The file is ``path``, else ``config/swarmd.yml`` under ``cwd`` if it exists; the environment is the
 argument, else ``SWARMD_ENV``, else ``APP_ENV``, else ``development``. File rules (a superset of sidekiq.yml):
 ``:key:`` means ``key:`` at every level; ``strict`` is ignored, as by Sidekiq. An unknown top-level key
@@ -15,9 +16,9 @@ the matching ``SWARMD_*`` variable.
 Variables (empty counts as unset): ``SWARMD_CONCURRENCY``, ``_PROCESSES``, ``_TIMEOUT``, ``_MAX_MEMORY_MB``;
 ``SWARMD_QUEUES``: items separated by spaces, each ``name`` or ``name,weight`` (``"critical,3 low"``);
 ``SWARMD_REQUIRE``: comma separated; ``SWARMD_TAG``, ``_PIDFILE``, ``_LOGFILE``, ``_NAMESPACE``,
-``_HOSTNAME``, ``_REDIS_URL``; ``SWARMD_VERBOSE``: 1/true/yes/on or 0/false/no/off; ``SWARMD_SYSLOG``:
-1/true enables, 0/false disables, anything else is the ident (facility and address from the file are
-kept).
+``_HOSTNAME``, ``_REDIS_URL``, ``_LOG_FORMAT`` (text or json); ``SWARMD_VERBOSE``: 1/true/yes/on or
+0/false/no/off; ``SWARMD_SYSLOG``: 1/true enables, 0/false disables, anything else is the ident
+(facility and address from the file are kept).
 Redis (`RedisSettings`, the ``redis:`` section): where it is, flag > ``SWARMD_REDIS_URL`` > the file's
 ``redis.url`` or ``redis.sentinels`` (an environment section's choice replaces the top level's) >
 ``REDIS_URL`` > ``redis://localhost:6379/0`` (`redis_url`, shared with the client, is that rule for a
@@ -181,6 +182,7 @@ class Config:
     pidfile: str | None = None
     logfile: str | None = None
     syslog: SyslogConfig | None = None
+    log_format: str = "text"  # "text" (Sidekiq's line) or "json" (one object per line), every destination
     redis: RedisSettings = RedisSettings()
     namespace: str | None = None
     hostname: str | None = None  # the host part of worker identities (else the machine's name)
@@ -236,7 +238,8 @@ _NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "po
 _NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
 _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
 _NULLABLE_STRS = {"pidfile", "logfile", "namespace", "hostname"}
-_OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web"}
+_OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web", "log_format"}
+_CHOICES = {"log_format": ("text", "json")}
 _SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
 _ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
 _FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
@@ -310,6 +313,12 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
             if not isinstance(item, str) or not item:
                 raise _fail(f"{where}[{i}]", "a non-empty string", item)
         return tuple(str(item) for item in items)
+    if name in _CHOICES:
+        choices = _CHOICES[name]
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in choices:
+            raise _fail(where, " or ".join(choices), value)
+        return str(text)
     if name == "queues":
         return _queues(value, where)
     if name == "syslog":
@@ -717,7 +726,10 @@ def load_config(
             raise ConfigError(f"overrides: {name}: unknown setting")
         if value is not None:
             flag = "--queue" if name == "queues" else f"--{name.replace('_', '-')}"
+            before = settings.get(name, ())
             apply(name, _Text(value) if isinstance(value, str) else value, flag)
+            if name == "require":  # -r adds to the file's (and SWARMD_REQUIRE's) modules
+                settings[name] = tuple(dict.fromkeys((*before, *settings[name])))
     settings["redis"] = _redis_settings(flag_url, "--redis-url", redis_file, env, cwd)
     settings.setdefault("tag", default_tag(os.path.realpath(os.getcwd() if cwd is None else cwd)))
     for name in ("pidfile", "logfile"):

@@ -12,7 +12,8 @@ Listings page through Redis (``--limit`` with ``--offset`` or ``--page``) and ne
 ``clear`` asks for confirmation on a terminal; without one it needs ``--yes``.
 
 Exit codes: 0 ok, 1 no such job/queue/process (or a confirmation declined), 2 usage, 69 Redis, 70 a
-``require`` failed to import, 78 config. A user's mistake is one line on stderr, never a traceback.
+``require`` failed to import, 78 config (``check``: also when ``require`` registers no job function).
+A user's mistake is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -442,8 +443,16 @@ def _check(config: Config) -> int:
         except SwarmdError as exc:  # BootError
             _err(exc)
             code = code or int(ExitCode.SOFTWARE)
+    jobs = len(registry.registered())
     if config.require:
-        print(f"{'jobs:':13} {len(registry.registered())} job functions registered")
+        print(f"{'jobs:':13} {jobs} job functions registered")
+    if not jobs and code == 0 and not config.delay_allow:
+        # A worker would fail every job it fetches as UnknownJob: not a setup to start.
+        where = f"require: {', '.join(config.require)}" if config.require else "require is empty"
+        _err(
+            f"no job functions registered ({where}): name the modules that define your @swarmd.job functions"
+        )
+        code = int(ExitCode.CONFIG)
     print("OK" if code == 0 else f"FAILED (exit {code})")
     return code
 

@@ -1,8 +1,12 @@
-"""Log lines for the supervisor and workers: stderr, the journal, a file, or syslog (SPEC 1.8).
+"""Log lines for the supervisor and workers: stderr, the journal, a file, or syslog.
 
 Everything swarmd logs goes through the logger named "swarmd" (job lines through "swarmd.job"), which
-`setup_logging()` configures; it does not touch the root logger, and the "swarmd" logger stops
-propagating to it so an application's own logging config never prints swarmd's lines twice.
+`setup_logging()` configures; the "swarmd" logger stops propagating to the root logger, so an
+application's own logging config never prints swarmd's lines twice. In the daemon (``app_logs``) the
+same handlers also go on the root logger, so the app's records come out the same way, and in a worker
+`capture_output()` turns ``print()`` into log lines; a line logged inside a job gets the job's
+``class=``/``jid=`` from `swarmd.context`. ``log_format: json`` swaps `LineFormatter` for `JsonFormatter`
+everywhere, the per-job fast path (`job_event`) included.
 
 Line shape (Sidekiq's)::
 
@@ -37,7 +41,10 @@ Passwords in Redis URLs are redacted by `swarmd.config.redact_url` before they a
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import json
 import logging
 import numbers
 import os
@@ -48,26 +55,34 @@ import time
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TextIO
+from typing import Any, Literal, TextIO
 
+from swarmd.context import running
 from swarmd.errors import ConfigError
 from swarmd.syslogsink import InvalidTarget, SyslogHandler, SyslogTarget
 from swarmd.syslogsink import severity as _priority  # the journal's <N> prefixes are syslog severities
 
 __all__ = [
+    "JsonFormatter",
     "LineFormatter",
     "SyslogTarget",
     "Verbatim",
     "after_fork_in_child",
+    "capture_output",
     "escape",
     "flush",
     "job_event",
     "job_extra",
+    "reclaim_loggers",
+    "release_output",
     "reopen_logs",
     "reset_logging",
+    "set_level",
     "setup_logging",
     "start_batching",
 ]
+
+LogFormat = Literal["text", "json"]
 
 LOGGER_NAME = "swarmd"
 
@@ -199,15 +214,15 @@ class LineFormatter(logging.Formatter):
             text = f"{text}\n{escape(record.exc_text)}"
         if record.stack_info:
             text = f"{text}\n{self.formatStack(record.stack_info)}"
-        attrs = record.__dict__
+        job_class, jid = _job_of(record)
         return self.format_fields(
             record.created,
             record.levelno,
             record.levelname,
             record.process,
             record.thread,
-            attrs.get("job_class"),
-            attrs.get("jid"),
+            job_class,
+            jid,
             text,
         )
 
@@ -259,6 +274,98 @@ class LineFormatter(logging.Formatter):
         return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
+def _job_of(record: logging.LogRecord) -> tuple[str | None, str | None]:
+    """The record's ``class``/``jid``: its own (``extra=``), else the job running in the logging thread,
+    so that the app's lines logged inside a job carry them too."""
+    attrs = record.__dict__
+    job_class, jid = attrs.get("job_class"), attrs.get("jid")
+    if job_class is None and jid is None:
+        job = running()
+        if job is not None:
+            return job
+    return job_class, jid
+
+
+class JsonFormatter(LineFormatter):
+    """One JSON object per record, on one line, for log shippers (``log_format: json``)::
+
+        {"time": "2026-11-28T16:50:00.123Z", "level": "INFO", "pid": 1234, "tid": "k1",
+         "class": "resize", "jid": "ab12cd", "logger": "swarmd.job", "message": "done: 0.004 sec"}
+
+    ``class`` and ``jid`` are null outside a job; ``exception`` (the traceback, one string) and ``stack``
+    appear when the record has them. JSON escapes every control character, so a payload's text cannot
+    start a line of its own here either; the message is not otherwise escaped. Under the journal the
+    line keeps its ``<N>`` priority prefix (journald strips it and sets the entry's priority).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format from the app: keep what it meant to say
+            message = f"{record.msg!s} {record.args!r}"
+        exception = None
+        if record.exc_info and record.exc_info[1] is not None:
+            exception = "".join(traceback.format_exception(record.exc_info[1])).rstrip("\n")
+        elif record.exc_text:
+            exception = record.exc_text
+        job_class, jid = _job_of(record)
+        fields = self._fields(
+            record.created, record.levelname, record.process, record.thread, job_class, jid, message
+        )
+        fields["logger"] = record.name
+        if exception is not None:
+            fields["exception"] = exception
+        if record.stack_info:
+            fields["stack"] = record.stack_info
+        return self._line(record.levelno, fields)
+
+    def format_fields(
+        self,
+        created: float,
+        levelno: int,
+        levelname: str,
+        process: int | None,
+        thread: int | None,
+        job_class: str | None,
+        jid: str | None,
+        text: str,
+    ) -> str:
+        fields = self._fields(created, levelname, process, thread, job_class, jid, text)
+        fields["logger"] = "swarmd.job"
+        return self._line(levelno, fields)
+
+    def _fields(
+        self,
+        created: float,
+        levelname: str,
+        process: int | None,
+        thread: int | None,
+        job_class: object,
+        jid: object,
+        message: str,
+    ) -> dict[str, object]:
+        return {
+            "time": self._stamp(created),
+            "level": levelname,
+            "pid": process,
+            "tid": _tid(thread, process),
+            "class": None if job_class is None else str(job_class),
+            "jid": None if jid is None else str(jid),
+            "message": message,
+        }
+
+    def _line(self, levelno: int, fields: dict[str, object]) -> str:
+        line = json.dumps(fields, ensure_ascii=False, default=str)
+        return f"<{_priority(levelno)}>{line}" if self.priority_prefix else line
+
+
+def _formatter(
+    log_format: LogFormat, *, timestamps: bool = True, priority_prefix: bool = False
+) -> LineFormatter:
+    cls = JsonFormatter if log_format == "json" else LineFormatter
+    return cls(timestamps=timestamps, priority_prefix=priority_prefix)
+
+
 def _is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
     """True when `stream` is the journal's stream (systemd sets JOURNAL_STREAM=<dev>:<ino> of it)."""
     expected = env.get("JOURNAL_STREAM")
@@ -289,6 +396,7 @@ class _BatchingHandler(logging.Handler):
         super().__init__()
         self._pending: list[str] = []
         self._pending_size = 0
+        self._owned_close = False
         _batching_handlers.append(self)
 
     def _write(self, text: str) -> None:
@@ -332,10 +440,22 @@ class _BatchingHandler(logging.Handler):
             self.release()
 
     def close(self) -> None:
+        """Flush; close for good only when swarmd uninstalls the handler (`owned_close`).
+
+        ``logging.config.dictConfig`` in app code (Django's ``LOGGING`` in ``django.setup()``) closes
+        every handler that exists, ours included, though they stay on swarmd's loggers: those lines
+        must keep coming. At interpreter exit `logging.shutdown` closes them too; the process is ending.
+        """
         self.flush()
+        if not self._owned_close:
+            return
         if self in _batching_handlers:
             _batching_handlers.remove(self)
         super().close()
+
+    def owned_close(self) -> None:
+        self._owned_close = True
+        self.close()
 
 
 BATCH_INTERVAL_S = 0.05
@@ -382,7 +502,7 @@ class _StreamHandler(_BatchingHandler):
         self.setFormatter(formatter)
 
     def _write(self, text: str) -> None:
-        stream = self.stream if self.stream is not None else sys.stderr
+        stream = self.stream if self.stream is not None else _real_stderr or sys.stderr
         stream.write(text)
         stream.flush()
 
@@ -441,21 +561,23 @@ class _FileHandler(_BatchingHandler):
         os.close(old)
 
     def close(self) -> None:
-        self.flush()
-        self.acquire()
-        try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-        finally:
-            self.release()
+        if self._owned_close:
+            self.flush()
+            self.acquire()
+            try:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+            finally:
+                self.release()
         super().close()
 
 
 def _emergency(line: str) -> None:
     try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        stream = _real_stderr or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
     except Exception:  # stderr gone as well: nothing left to tell
         pass
 
@@ -478,7 +600,7 @@ def job_event(levelno: int, job_class: str, jid: str, text: str) -> None:
         _job_logger.log(levelno, "%s", text, extra={"job_class": job_class, "jid": jid})
         return
     created = time.time()
-    pid = os.getpid()
+    pid = _pid  # os.getpid() is a system call; this one is kept right across forks
     thread = threading.get_ident()
     levelname = logging.getLevelName(levelno)
     for handler in handlers:
@@ -501,8 +623,12 @@ _installed: list[logging.Handler] = []
 
 
 def _reinit_lock_after_fork() -> None:
-    global _lock
+    global _lock, _pid
     _lock = threading.Lock()  # a thread of the parent may have held it at fork time
+    _pid = os.getpid()
+
+
+_pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_reinit_lock_after_fork)
@@ -515,41 +641,71 @@ def setup_logging(
     syslog: SyslogTarget | None = None,
     stream: TextIO | None = None,
     env: Mapping[str, str] | None = None,
+    log_format: LogFormat = "text",
+    app_logs: bool = False,
 ) -> None:
     """Configure the "swarmd" logger; calling it again replaces what the previous call installed.
 
     `stream` defaults to `sys.stderr` (looked up per line); `env` to `os.environ` (JOURNAL_STREAM).
+    ``log_format`` "json" writes `JsonFormatter` lines to every destination. ``app_logs`` (the daemon
+    sets it) also installs the handlers on the root logger at the same level, so the app's own
+    `logging` records (the root logger and its children, `warnings` too) come out the same way, with
+    the job's class and jid when logged inside a job; a logger the app configured keeps its level.
     Raises ConfigError when the logfile cannot be opened or the syslog facility or address is invalid.
     """
     env = os.environ if env is None else env
     journal = _is_journal(stream if stream is not None else sys.stderr, env)
-    stderr_handler = _StreamHandler(stream, LineFormatter(timestamps=not journal, priority_prefix=journal))
+    stderr_handler = _StreamHandler(
+        stream, _formatter(log_format, timestamps=not journal, priority_prefix=journal)
+    )
     handlers: list[logging.Handler] = []
     try:
         if logfile:
-            handlers.append(_FileHandler(logfile, LineFormatter()))
+            handlers.append(_FileHandler(logfile, _formatter(log_format)))
         if syslog is not None:
             try:
-                handlers.append(SyslogHandler(syslog, stderr_handler, LineFormatter(timestamps=False)))
+                handlers.append(
+                    SyslogHandler(syslog, stderr_handler, _formatter(log_format, timestamps=False))
+                )
             except InvalidTarget as exc:
                 raise ConfigError(str(exc)) from None
     except BaseException:
         for handler in handlers:
-            handler.close()
+            if isinstance(handler, _BatchingHandler):
+                handler.owned_close()
+            else:
+                handler.close()
         raise
     if not handlers:
         handlers.append(stderr_handler)
 
     logger = logging.getLogger(LOGGER_NAME)
+    level = logging.DEBUG if verbose else logging.INFO
     with _lock:
         _uninstall(logger)
         _installed.extend(handlers)
         for handler in handlers:
             logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.setLevel(level)
         logger.propagate = False
         fast = [h for h in handlers if isinstance(h, _BatchingHandler)]
         _fast_handlers[:] = fast if len(fast) == len(handlers) else []
+        if app_logs:
+            root = logging.getLogger()
+            _root_saved.append(root.level)
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+            logging.captureWarnings(True)  # `warnings.warn` in app code: a WARNING line of py.warnings
+
+
+def set_level(*, verbose: bool) -> None:
+    """Change the level of swarmd's lines (and of the app's, if `setup_logging` took them): a reload."""
+    level = logging.DEBUG if verbose else logging.INFO
+    with _lock:
+        logging.getLogger(LOGGER_NAME).setLevel(level)
+        if _root_saved:
+            logging.getLogger().setLevel(level)
 
 
 def reset_logging() -> None:
@@ -561,12 +717,166 @@ def reset_logging() -> None:
         logger.propagate = True
 
 
+_root_saved: list[int] = []  # the root logger's level before `app_logs` changed it
+
+
 def _uninstall(logger: logging.Logger) -> None:
     _fast_handlers.clear()
+    root = logging.getLogger()
     for handler in _installed:
         logger.removeHandler(handler)
-        handler.close()
+        root.removeHandler(handler)
+        if isinstance(handler, _BatchingHandler):
+            handler.owned_close()
+        else:
+            handler.close()
     _installed.clear()
+    if _root_saved:
+        root.setLevel(_root_saved[0])
+        _root_saved.clear()
+        logging.captureWarnings(False)
+
+
+def reclaim_loggers() -> None:
+    """Enable swarmd's loggers again if app code disabled them.
+
+    ``logging.config.dictConfig`` disables every logger that exists and that its config does not name,
+    unless told ``disable_existing_loggers: False``; Django's ``LOGGING`` setting goes through it in
+    ``django.setup()``. swarmd's own lines must not vanish because of that: the worker calls this after
+    the ``on_startup`` hooks. The app's choices about its own loggers and the root logger stay.
+    """
+    manager = logging.Logger.manager
+    for name, logger in list(manager.loggerDict.items()):
+        if (name == LOGGER_NAME or name.startswith(LOGGER_NAME + ".")) and isinstance(logger, logging.Logger):
+            logger.disabled = False
+
+
+# -- print() and the std streams of a worker ------------------------------------------------------------
+
+_real_stderr: TextIO | None = None  # the stderr the handlers write to while the std streams are captured
+_capture_guard = threading.local()
+
+
+class _LineWriter(io.TextIOBase):
+    """A `sys.stdout`/`sys.stderr` stand-in that logs each complete line written to it.
+
+    Partial lines are kept per thread until their newline comes, so lines printed by threads at the
+    same time never interleave (``print`` writes its text and its newline separately). `flush` does
+    not cut a line (``print(".", end="", flush=True)`` adds to one line); a line longer than
+    `MAX_LINE` is logged in pieces. `fileno` is the original stream's, for code that writes to the fd
+    itself (faulthandler).
+    """
+
+    MAX_LINE = 65536
+
+    def __init__(self, logger: logging.Logger, level: int, original: TextIO) -> None:
+        super().__init__()
+        self._logger = logger
+        self._level = level
+        self.original = original
+        self._lock = threading.Lock()
+        self._partial: dict[int, str] = {}
+        self.buffer = _BytesLineWriter(self)  # what code writing bytes (sys.stdout.buffer.write) uses
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if getattr(_capture_guard, "active", False):  # logging itself failed and reports it: no loop
+            return self.original.write(text)
+        me = threading.get_ident()
+        with self._lock:
+            buffered = self._partial.pop(me, "") + text
+            *lines, rest = buffered.split("\n")
+            while len(rest) > self.MAX_LINE:
+                lines.append(rest[: self.MAX_LINE])
+                rest = rest[self.MAX_LINE :]
+            if rest:
+                if len(self._partial) > 1024:  # threads that died mid-line: let their pieces go out
+                    lines.extend(self._partial.values())
+                    self._partial.clear()
+                self._partial[me] = rest
+        for line in lines:
+            self._log(line)
+        return len(text)
+
+    def _log(self, line: str) -> None:
+        line = line.rstrip("\r")
+        if not line.strip():
+            return
+        _capture_guard.active = True
+        try:
+            self._logger.log(self._level, "%s", line)
+        finally:
+            _capture_guard.active = False
+
+    def finish(self) -> None:
+        """Log every partial line (at exit)."""
+        with self._lock:
+            rest = list(self._partial.values())
+            self._partial.clear()
+        for line in rest:
+            self._log(line)
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.original, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.original, "errors", None)
+
+
+class _BytesLineWriter(io.RawIOBase):
+    """``sys.stdout.buffer`` of a captured stream: bytes decoded as UTF-8 into the text writer."""
+
+    def __init__(self, text: _LineWriter) -> None:
+        super().__init__()
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._text.write(bytes(view).decode("utf-8", "backslashreplace"))
+        return view.nbytes
+
+
+def capture_output() -> None:
+    """In a worker: send ``print()`` and other writes to `sys.stdout`/`sys.stderr` into the log, each
+    line an INFO record of the logger "swarmd.stdout" or a WARNING of "swarmd.stderr" (with the job's
+    class and jid when written inside a job). swarmd's own handlers keep writing to the real stderr."""
+    global _real_stderr
+    if isinstance(sys.stdout, _LineWriter) or isinstance(sys.stderr, _LineWriter):
+        return
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    _real_stderr = sys.stderr
+    sys.stdout = _LineWriter(logging.getLogger(LOGGER_NAME + ".stdout"), logging.INFO, sys.stdout)
+    sys.stderr = _LineWriter(logging.getLogger(LOGGER_NAME + ".stderr"), logging.WARNING, sys.stderr)
+
+
+def release_output() -> None:
+    """Log what is left of partial lines and put the original `sys.stdout`/`sys.stderr` back."""
+    global _real_stderr
+    for name in ("stdout", "stderr"):
+        writer = getattr(sys, name)
+        if isinstance(writer, _LineWriter):
+            writer.finish()
+            setattr(sys, name, writer.original)
+    _real_stderr = None
 
 
 def reopen_logs() -> None:

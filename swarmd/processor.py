@@ -1,5 +1,11 @@
 """One processor thread: take a fetched job, run its job function, then ack, retry or kill it.
 
+Each run: the job becomes `swarmd.current_job()` (a `swarmd.context.JobContext`), the server
+middleware chain (`swarmd.hooks`) wraps the call of the job function (an ``async def`` one is awaited
+on the worker's event loop, `swarmd.aio`, while this thread waits), then the job is acked, or its
+failure is stored (retry/dead) and the app's ``on_failure``/``on_death`` hooks run. With no middleware
+registered the job function is called directly.
+
 A processor never lets an exception escape its loop for a job; if the loop itself dies (a bug in
 swarmd), ``on_death`` tells the worker, which starts a replacement. The job it held stays in the
 private list and goes back to its queue at the latest when the worker stops.
@@ -8,16 +14,19 @@ private list and goes back to its queue at the latest when the worker stops.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from swarmd import connection, metrics, payload, registry
+from swarmd import aio, connection, context, hooks, metrics, payload, registry
+from swarmd.aio import StopCancelled
 from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
-from swarmd.errors import DecodeError, DelayRefused
+from swarmd.errors import DecodeError, DelayRefused, PoisonJob, UnknownJob
 from swarmd.fetch import Fetcher, Work
 from swarmd.logs import job_event
 from swarmd.retry import Retrier
@@ -27,6 +36,10 @@ log = logging.getLogger("swarmd")
 job_log = logging.getLogger("swarmd.job")
 
 SETTLE_TRIES = 20  # then the job waits in the private list for the worker's final push back
+
+MAX_UNKNOWN_WARNED = 1000  # names remembered for the once-per-name warning; then it starts over
+_unknown_warned: set[str] = set()
+_unknown_lock = threading.Lock()
 
 
 def thread_id() -> str:
@@ -38,6 +51,24 @@ def thread_id() -> str:
         n, r = divmod(n, 36)
         out = digits[r] + out
     return out or "0"
+
+
+def report_poison(data: dict[str, Any]) -> None:
+    """The app's on_death hooks for a job that a recovery in this process sent to `dead` as poison
+    (`swarmd.recovery`'s ``on_poison``): called with a `PoisonJob` holding the recorded message."""
+    token = context.start(data, str(data.get("class")), str(data.get("jid", "-")))
+    current = context.current_job()
+    try:
+        exc = PoisonJob(str(data.get("error_message", "")))
+        # No event loop is started for it in the supervisor (it forks): an async hook gets asyncio.run.
+        hooks.run_hooks("death", current, exc, awaiter=aio.run if aio.started() else None)
+    finally:
+        context.current_var.reset(token)
+
+
+def poison_reporter() -> Callable[[dict[str, Any]], None] | None:
+    """`report_poison` when the app registered on_death hooks in this process, else None (no lookups)."""
+    return report_poison if hooks.registered("death") else None
 
 
 class Processor:
@@ -56,6 +87,7 @@ class Processor:
         self.busy = busy
         self.delay_allow = tuple(delay_allow)
         self.on_death = on_death
+        self._stop_cancelled = False  # the running async job was cancelled by the worker's hard stop
         self.thread = threading.Thread(target=self._run, name="swarmd-processor", daemon=True)
 
     def start(self) -> None:
@@ -84,42 +116,134 @@ class Processor:
             return
         name, jid = job.name, job.jid
         job_event(logging.DEBUG, name, jid, "start")
+        token = context.start(job.data, name, jid)  # swarmd.current_job(), and class/jid in log lines
+        chain = hooks.server_middlewares()
+        run: hooks.MiddlewareRun | None = None
         started = time.perf_counter()
         try:
             with self.metrics.track(name):
-                if job.name == DELAYED:
-                    func = registry.resolve_delayed(job.args[0] if job.args else None, self.delay_allow)
-                    func(*job.args[1:], **job.kwargs)
-                else:
-                    registry.lookup(job.name)(*job.args, **job.kwargs)
+                if chain:
+                    current = context.current_job()
+                    assert current is not None
+                    run = hooks.MiddlewareRun(chain, current, functools.partial(self._invoke, job, name))
+                    run()
+                else:  # no middleware: nothing between the processor and the job function
+                    self._invoke(job, name)
         except DelayRefused as exc:
             log.error("%s; moved to dead", exc, extra={"job_class": name, "jid": jid})
-            self._settle(
+            mode = self._settle(
                 work, functools.partial(self.retrier.kill, work, job.data, "swarmd.DelayRefused", str(exc))
             )
-            return
+            self._after_failure(job, exc, mode)
         except BaseException as exc:  # a job's failure, SystemExit included, never stops the worker
-            job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
-            extra = {"job_class": name, "jid": jid}
-            job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
-            self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
-            return
-        job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
-        self.fetcher.ack(work)
+            if self._stop_cancelled:
+                self._cancelled(name, jid, started)
+            else:
+                self._failed(work, job, exc, run, started)
+        else:
+            if self._stop_cancelled:  # a middleware swallowed the cancellation: the job did not finish
+                self._cancelled(name, jid, started)
+            else:
+                job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
+                self.fetcher.ack(work)
+        finally:
+            context.current_var.reset(token)
 
-    def _settle(self, work: Work, store: Callable[[], str]) -> None:
-        """Run a retry/dead move until Redis takes it; the job stays in the private list meanwhile."""
+    def _failed(
+        self,
+        work: Work,
+        job: payload.Job,
+        exc: BaseException,
+        run: hooks.MiddlewareRun | None,
+        started: float,
+    ) -> None:
+        name, jid = job.name, job.jid
+        job_event(logging.INFO, name, jid, f"fail: {time.perf_counter() - started:.3f} sec")
+        extra = {"job_class": name, "jid": jid}
+        if run is not None and run.culprit is not None:
+            culprit = hooks.describe(run.culprit)
+            log.error(
+                "server middleware %s raised; the job counts as failed", culprit, exc_info=exc, extra=extra
+            )
+        elif isinstance(exc, UnknownJob):
+            self._unknown(exc, extra)
+        else:
+            job_log.warning("%s: %s", payload.error_class_name(exc), exc, exc_info=exc, extra=extra)
+        mode = self._settle(work, functools.partial(self.retrier.failed, work, job, exc))
+        self._after_failure(job, exc, mode)
+
+    def _invoke(self, job: payload.Job, name: str) -> Any:
+        """Call the job's function (awaiting an ``async def`` one on the worker's loop); its result."""
+        args = job.args
+        if name == DELAYED:
+            func = registry.resolve_delayed(args[0] if args else None, self.delay_allow)
+            args = args[1:]
+            is_async = inspect.iscoroutinefunction(func)
+        else:
+            found = registry.lookup_job(name)
+            func, is_async = found.func, found.is_async
+        if is_async:
+            try:
+                return aio.run(func(*args, **job.kwargs))
+            except StopCancelled:
+                self._stop_cancelled = True
+                raise
+        result = func(*args, **job.kwargs)
+        if result is not None and inspect.iscoroutine(result):
+            raise registry.not_async_error(name, result)
+        return result
+
+    def _cancelled(self, name: str, jid: str, started: float) -> None:
+        # The worker pushes the job back (it is still in the private list): no ack, no failure.
+        self._stop_cancelled = False
+        elapsed = time.perf_counter() - started
+        job_event(logging.INFO, name, jid, f"cancelled by the stop: {elapsed:.3f} sec (pushed back)")
+
+    def _unknown(self, exc: UnknownJob, extra: dict[str, str]) -> None:
+        """One WARNING per unknown name per worker; later failures of that name are an INFO line."""
+        key = str(exc)[:300]
+        with _unknown_lock:
+            first = key not in _unknown_warned
+            if first:
+                if len(_unknown_warned) >= MAX_UNKNOWN_WARNED:
+                    _unknown_warned.clear()
+                _unknown_warned.add(key)
+        if first:
+            log.warning(
+                "%s; retried as usual, in case newer code registers it (a rolling deploy may enqueue a "
+                "job before this worker has its code); this worker warns once per name",
+                exc,
+                extra=extra,
+            )
+        else:
+            job_log.info("%s", exc, extra=extra)
+
+    def _after_failure(self, job: payload.Job, exc: BaseException, mode: str | None) -> None:
+        """The app's on_failure hooks, then on_death ones if the job went to `dead` or ran out of retries
+        (``dead: false``); after the failure is stored, so a hook can neither lose nor repeat the job."""
+        current = context.current_job()
+        if hooks.registered("failure"):
+            hooks.run_hooks("failure", current, exc, awaiter=aio.run)
+        exhausted = mode == "dead" or (mode == "drop" and job.data.get("retry", True) is not False)
+        if exhausted and hooks.registered("death"):
+            hooks.run_hooks("death", current, exc, awaiter=aio.run)
+
+    def _settle(self, work: Work, store: Callable[[], str]) -> str | None:
+        """Run a retry/dead move until Redis takes it; the job stays in the private list meanwhile.
+
+        Returns where the job went ("retry", "dead", "drop"), or None if it stays in the private list."""
+        mode: str | None = None
 
         def attempt() -> None:
-            nonlocal store
+            nonlocal store, mode
             try:
-                store()
+                mode = store()
             except connection.RedisError:
                 raise
             except Exception:  # a bug while building the failure record: keep the job, as it came
                 log.exception("could not record the failure; moving the job to dead unchanged")
                 store = functools.partial(self.retrier.kill, work, None, "swarmd.InternalError", "")
-                store()
+                mode = store()
 
         try:
             until_redis_answers(attempt, "retry/dead move", tries=SETTLE_TRIES)
@@ -131,3 +255,4 @@ class Processor:
         except Exception:  # the move to dead failed as well: the same fate as above
             log.exception("could not move the job to dead either; it stays in the private list")
         self.fetcher.release(work)
+        return mode

@@ -31,11 +31,12 @@ the death) becomes a suspect. A quarantine worker's job is counted whoever recov
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from swarmd import connection, payload
 from swarmd.errors import POISON_JOB, DecodeError
@@ -84,9 +85,17 @@ def _entries(identity: str, raws: Sequence[bytes], *, counting: bool, seen_dying
     return jobs
 
 
-def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> Recovered | None:
+OnPoison = Callable[[dict[str, Any]], None]
+"""Called with each job a recovery sent to `dead` as poison (the hash as stored there): the app's
+``on_death`` hooks, in a process that has them loaded."""
+
+
+def recover_worker(
+    scripts: Scripts, identity: str, *, force: bool = False, on_poison: OnPoison | None = None
+) -> Recovered | None:
     """Move a dead worker's in-flight jobs out of its list (see the module docstring); return what
-    was done, or None when another recoverer holds the lock (the caller may try again later)."""
+    was done, or None when another recoverer holds the lock (the caller may try again later).
+    ``on_poison`` is called for each job this call made poison, once it is in `dead`."""
     redis, keys = scripts.redis, scripts.keys
     lock = keys.recovering(identity)
     token = os.urandom(8).hex()
@@ -98,9 +107,10 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> R
         done = Recovered(0, 0, 0, 0)
         while True:
             raws = cast("list[bytes]", redis.lrange(inflight, -BATCH, -1))
+            jobs = _entries(identity, raws, counting=counting, seen_dying=force)
             result = scripts.recover(
                 identity,
-                _entries(identity, raws, counting=counting, seen_dying=force),
+                jobs,
                 force=force,
                 crash_ttl=CRASH_TTL,
                 poison_crashes=QUARANTINE_CRASHES,
@@ -111,6 +121,8 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> R
                 return done  # alive after all (it beat again): nothing to recover
             redis.expire(lock, LOCK_TTL)
             done += result
+            if result.poisoned and on_poison is not None:
+                _report_poison(scripts, jobs, on_poison)
             if len(raws) < BATCH:
                 break
         if done.moved:
@@ -132,7 +144,23 @@ def recover_worker(scripts: Scripts, identity: str, *, force: bool = False) -> R
             redis.delete(lock)
 
 
-def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> int:
+def _report_poison(scripts: Scripts, jobs: Sequence[Rescue], on_poison: OnPoison) -> None:
+    """Call ``on_poison`` for the jobs of a batch that went to `dead` as poison in that call: their
+    poison record (it names this recovery) is in `dead`; the others went back to the quarantine."""
+    candidates = [job.poison for job in jobs if job.fate == "count"]
+    if not candidates:
+        return
+    pipe = scripts.redis.pipeline(transaction=False)
+    for poison in candidates:
+        pipe.zscore(scripts.keys.dead, poison)
+    for poison, score in zip(candidates, pipe.execute(), strict=True):
+        if score is not None:
+            on_poison(json.loads(poison))
+
+
+def recover_dead_workers(
+    scripts: Scripts, own_identity: str | None = None, on_poison: OnPoison | None = None
+) -> int:
     """Recover every registered worker whose liveness key has expired; return jobs moved."""
     redis, keys = scripts.redis, scripts.keys
     others = [m.decode(errors="replace") for m in cast("set[bytes]", redis.smembers(keys.swarmd_workers))]
@@ -147,7 +175,7 @@ def recover_dead_workers(scripts: Scripts, own_identity: str | None = None) -> i
         if alive:
             continue
         # recover.lua checks the liveness key again, atomically: a worker that beat since is left alone.
-        result = recover_worker(scripts, identity)
+        result = recover_worker(scripts, identity, on_poison=on_poison)
         if result is not None:
             total += result.moved
     return total
@@ -159,6 +187,7 @@ def recover_for(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    on_poison: OnPoison | None = None,
 ) -> list[str]:
     """Recover (``force``) each (scripts, identity), retrying on Redis errors (or a held lock) with
     `Backoff` for about ``seconds``; return the identities given up on. What the supervisor's recovery
@@ -171,7 +200,7 @@ def recover_for(
         left: list[tuple[Scripts, str]] = []
         for scripts, identity in pending:
             try:
-                done = recover_worker(scripts, identity, force=True)
+                done = recover_worker(scripts, identity, force=True, on_poison=on_poison)
             except connection.RedisError as exc:
                 failure = str(exc) or type(exc).__name__
                 left.append((scripts, identity))

@@ -7,9 +7,11 @@ is looked up by name, never imported by path.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -100,7 +102,7 @@ class JobFunction(_Enqueuer[P], Generic[P, R]):
     """A registered job function: call it to run inline, or ``perform_async`` to enqueue it.
 
     An ``async def`` function works too: calling it returns its coroutine, as calling the function
-    would; the worker (and `swarmd.testing`) run it to completion.
+    would; the worker awaits it on its event loop (`swarmd.aio`), `swarmd.testing` with `asyncio.run`.
     """
 
     def __init__(self, func: Callable[P, R], name: str, options: dict[str, Any]) -> None:
@@ -110,6 +112,7 @@ class JobFunction(_Enqueuer[P], Generic[P, R]):
         self.client = None
         self._job = self
         self._call_check: CallCheck | None = None
+        self.is_async = inspect.iscoroutinefunction(func)  # computed once: the worker reads it per job
         functools.update_wrapper(self, func)
 
     @property
@@ -163,14 +166,60 @@ def job(
 
 
 def lookup(name: str) -> Callable[..., Any]:
+    return lookup_job(name).func
+
+
+def lookup_job(name: str) -> JobFunction[Any, Any]:
+    """The job function registered as ``name``; else `UnknownJob`, naming the closest registered names."""
     try:
-        return _registry[name].func
+        return _registry[name]
     except KeyError:
-        raise UnknownJob(f"no job function is registered as {name!r}") from None
+        hint = suggest(name)
+        raise UnknownJob(
+            f"no job function is registered as {name!r}" + (f" (did you mean {hint}?)" if hint else "")
+        ) from None
 
 
 def registered() -> Mapping[str, JobFunction[Any, Any]]:
     return _registry
+
+
+def not_async_error(name: str, result: Any) -> TypeError:
+    """The failure of a job function that is not ``async def`` but returned a coroutine (which is
+    closed here: it never runs, and would otherwise warn "never awaited" at some later time)."""
+    result.close()
+    return TypeError(
+        f"job function {name} returned a coroutine but is not `async def`, so it was not run: "
+        "declare the function `async def` (a decorator may have hidden that it is one)"
+    )
+
+
+_suggestions: dict[str, str | None] = {}
+_suggested_for = 0  # len(_registry) when _suggestions was filled: a new registration clears it
+MAX_SUGGESTIONS = 1000  # cached names; an unknown name is usually the same few names again and again
+
+
+def suggest(name: str) -> str | None:
+    """The registered names closest to ``name`` (difflib), quoted and joined with "or", or None.
+
+    Cached per name: a deploy that enqueues a new job before the workers have its code makes the same
+    unknown name come back at every retry.
+    """
+    global _suggested_for
+    if len(name) > 200:  # a payload's name: difflib's cost grows with its length squared
+        return None
+    if _suggested_for != len(_registry) or len(_suggestions) >= MAX_SUGGESTIONS:
+        _suggestions.clear()
+        _suggested_for = len(_registry)
+    if name in _suggestions:
+        return _suggestions[name]
+    close = difflib.get_close_matches(name, list(_registry), n=3, cutoff=0.6)
+    if not close:  # a different module path with the same function name: myapp.jobs.x vs jobs.x
+        tail = name.rpartition(".")[2]
+        close = [known for known in _registry if known.rpartition(".")[2] == tail][:3]
+    hint = " or ".join(repr(c) for c in close) or None
+    _suggestions[name] = hint
+    return hint
 
 
 def resolve_delayed(target: object, allow: Sequence[str]) -> Callable[..., Any]:

@@ -68,7 +68,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from swarmd import control, systemd
+from swarmd import control, logs, systemd
 from swarmd.config import Config
 from swarmd.errors import ExitCode
 from swarmd.metrics import RESTART_REASONS as RESTART_REASONS
@@ -857,7 +857,7 @@ class Supervisor:
             return
         changed = [
             name
-            for name in ("logfile", "syslog", "pidfile", "preload")
+            for name in ("logfile", "syslog", "log_format", "pidfile", "preload")
             if getattr(old, name) != getattr(new, name)
         ]
         if changed:
@@ -865,7 +865,7 @@ class Supervisor:
         if old.preload:
             log.warning("reload: preload is on, so new workers run the code loaded at start")
         if new.verbose != old.verbose:
-            logging.getLogger("swarmd").setLevel(logging.DEBUG if new.verbose else logging.INFO)
+            logs.set_level(verbose=new.verbose)
         if self._rollback is None:
             self._rollback = (old, self.generation)
         if self.quarantine_worker is not None:

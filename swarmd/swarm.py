@@ -36,12 +36,13 @@ from typing import NoReturn
 
 import setproctitle
 
-from swarmd import connection, control, logs, metrics, recovery, registry, systemd
+from swarmd import connection, control, hooks, logs, metrics, recovery, registry, systemd
 from swarmd.config import Config, RedisSettings
 from swarmd.errors import BootError, ExitCode
 from swarmd.heartbeat import new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys
 from swarmd.pidfile import PidFile
+from swarmd.processor import poison_reporter
 from swarmd.scripts import Scripts
 from swarmd.supervisor import HANDLED, RECOVERY_FOR_S, Phase, Supervisor, describe_exit
 from swarmd.version import __version__
@@ -409,7 +410,8 @@ def _recover_lists(targets: Sequence[tuple[str, Config]]) -> int:
             clients[where] = Scripts(connection.connect(config.redis), Keys(config.namespace))
         work.append((clients[where], identity))
     try:
-        return 1 if recovery.recover_for(work, RECOVERY_FOR_S) else 0
+        # on_death for poison jobs: only with the app's hooks loaded here (preload: true)
+        return 1 if recovery.recover_for(work, RECOVERY_FOR_S, on_poison=poison_reporter()) else 0
     finally:
         for scripts in clients.values():
             scripts.redis.close()
@@ -439,6 +441,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
             try:
                 for spec in config.require:
                     registry.import_require(spec)
+                hooks.run_boot_hooks("boot")  # once, before the first fork (README: on_boot)
             except BootError as exc:
                 log.error("%s", exc)
                 notifier.stopping(status=f"preload failed: {exc}")

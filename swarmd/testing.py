@@ -18,12 +18,15 @@ Nothing is faked that production would refuse: a job goes through the real clien
 JSON checks, client middleware) and the test mode receives the very bytes Redis would have received,
 decoded again, so a job sees its arguments after a JSON round trip, as in the worker (tuples arrive as
 lists). Jobs run by name through the registry, as the worker runs them, so an unregistered name fails
-here too. What is not reproduced: retries, and the daemon's ``delay_allow`` (a `swarmd.delay` call runs
-whatever its module). ``async def`` jobs run to completion with `asyncio.run`.
+here too, and inside the server middleware with `swarmd.current_job()` set, as in the worker. What is
+not reproduced: retries, the lifecycle hooks (on_startup, on_failure, ...), and the daemon's
+``delay_allow`` (a `swarmd.delay` call runs whatever its module). ``async def`` jobs run to completion
+with `asyncio.run`; a plain function that returns a coroutine fails with `TypeError`, as in the worker.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 import threading
@@ -31,8 +34,9 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Literal
 
-from swarmd import client, payload, registry
+from swarmd import client, hooks, payload, registry
 from swarmd.client import DELAYED, Outgoing
+from swarmd.context import JobContext, activate
 from swarmd.errors import UnknownJob
 
 Mode = Literal["fake", "inline", "off"]
@@ -200,9 +204,19 @@ def _run(job: dict[str, Any]) -> None:
                 f"{exc} (swarmd.testing runs jobs in this process; for a job that runs elsewhere, "
                 "e.g. in Ruby, use fake mode and assert on swarmd.testing.jobs)"
             ) from None
-    result = func(*args, **kwargs)
-    if inspect.iscoroutine(result):
-        _run_coroutine(result)
+    is_async = inspect.iscoroutinefunction(func)
+
+    def call() -> None:
+        result = func(*args, **kwargs)
+        if is_async:
+            _run_coroutine(result)
+        elif inspect.iscoroutine(result):  # as in the worker: only `async def` jobs are awaited
+            raise registry.not_async_error(name, result)
+
+    # As the worker runs it: `swarmd.current_job()` is this job, inside the server middleware.
+    current = JobContext(job, name, str(job.get("jid", "-")))
+    with activate(current):
+        hooks.MiddlewareRun(hooks.server_middlewares(), current, call)()
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
@@ -223,7 +237,8 @@ def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
 
-    thread = threading.Thread(target=target, name="swarmd-testing-job")
+    context = contextvars.copy_context()  # the job's context (current_job) travels to the thread
+    thread = threading.Thread(target=context.run, args=(target,), name="swarmd-testing-job")
     thread.start()
     thread.join()
     if failure:

@@ -45,14 +45,14 @@ from collections.abc import Callable, Iterator
 
 import setproctitle
 
-from swarmd import connection, control, logs, recovery, registry
+from swarmd import aio, connection, control, hooks, logs, recovery, registry
 from swarmd.busy import BusyJobs
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode, RedisUnavailable
 from swarmd.fetch import Fetcher
 from swarmd.heartbeat import Heartbeat, new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys, is_quarantine_identity
-from swarmd.processor import Processor
+from swarmd.processor import Processor, poison_reporter
 from swarmd.retry import Retrier
 from swarmd.retrying import Backoff, until_redis_answers
 from swarmd.scheduler import Scheduler
@@ -65,6 +65,7 @@ SETTLE_TRIES = 10  # Redis tries for each shutdown step; then the private list w
 ORPHAN_TRIES = 2  # the same with the supervisor gone: exit soon rather than wait for Redis
 ORPHAN_EXIT_S = 2.0  # with the supervisor gone, the process ends this long after it noticed
 QUARANTINE_IDLE_S = 3.0  # a quarantine worker exits once its list has been empty this long
+CANCEL_WAIT_S = 2.0  # how long cancelled async jobs get to run their cleanup at a hard stop
 
 
 def dump_threads() -> None:
@@ -103,14 +104,24 @@ class Worker:
         self.orphaned = threading.Event()  # the supervisor is gone
         self._idle_since: float | None = None  # quarantine worker: since when its list is empty
         self._step_backoff: dict[str, Backoff] = {}  # housekeeping step -> its run of Redis errors
+        self._started_hooks = False  # the app's code is loaded (and on_startup began): on_shutdown at exit
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Boot: raises `RedisUnavailable` or `BootError` with one clear line."""
         cfg = self.config
         logs.start_batching()
-        for spec in cfg.require:
-            registry.import_require(spec)
+        started = 0
+        for spec in [*cfg.require, None]:  # None: hooks registered before (preload) or by no module
+            if spec is not None:
+                registry.import_require(spec)
+            # Right after the module that registers them: the next modules may need what they set up
+            # (a Django app's models, after django.setup()).
+            if hooks.registered("startup")[started:]:
+                self._started_hooks = True  # from here on, on_shutdown runs at exit (also if boot fails)
+                started = hooks.run_boot_hooks("startup", awaiter=aio.run, skip=started)
+        self._started_hooks = True
+        self._app_hooks()
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
             cfg.redis, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
@@ -142,7 +153,7 @@ class Worker:
         # Register (liveness key first) before fetching anything, so a private list never exists
         # without a liveness key and a registry entry that lead to it.
         self.heartbeat.beat()
-        recovery.recover_dead_workers(scripts, self.identity)
+        recovery.recover_dead_workers(scripts, self.identity, on_poison=poison_reporter())
         for _ in range(cfg.concurrency):
             self._add_processor()
         self.fetcher.start()
@@ -150,16 +161,48 @@ class Worker:
         self._next_beat = now + cfg.beat_interval
         self._next_poll = now + random.uniform(0, cfg.poll_interval)
         self._next_recovery = now + cfg.recovery_interval
+        jobs = len(registry.registered())
         log.info(
-            "%s %s booted: concurrency %d, queues %s, Redis %s",
+            "%s %s booted: concurrency %d, queues %s, %d job function(s) registered, config %s "
+            "(environment %s), Redis %s",
             "quarantine worker" if self.quarantine else "worker",
             self.identity,
             cfg.concurrency,
             self.keys.quarantine
             if self.quarantine
             else ",".join(f"{q.name},{q.weight}" if q.weight else q.name for q in cfg.queues),
+            jobs,
+            cfg.path or "none",
+            cfg.environment,
             cfg.redacted_redis_url(),
         )
+        if not jobs:
+            log.warning(
+                "no job functions are registered: every job fetched fails as UnknownJob%s; name the modules "
+                "that define your @swarmd.job functions in require (-r, or require: in %s)",
+                " (except swarmd.delay calls under delay_allow)" if cfg.delay_allow else "",
+                cfg.path or "config/swarmd.yml",
+            )
+
+    def _app_hooks(self) -> None:
+        """The app's side of the boot once ``require`` is imported and the on_startup hooks ran:
+        swarmd's loggers back if the app disabled them, the event loop if a job is async."""
+        if hooks.registered("boot") and not self.config.preload:
+            names = ", ".join(hooks.describe(fn) for fn in hooks.registered("boot"))
+            log.warning(
+                "on_boot hook(s) %s did not run: on_boot runs in the supervisor, which imports require "
+                "only with preload: true (use on_startup for what each worker must do)",
+                names,
+            )
+        logs.reclaim_loggers()
+        if any(job.is_async for job in registry.registered().values()):
+            aio.ensure_started()
+
+    def _shutdown_hooks(self) -> None:
+        if self._started_hooks:
+            self._started_hooks = False
+            hooks.run_hooks("shutdown", awaiter=aio.run)
+        aio.shutdown()
 
     @property
     def redis(self) -> connection.Redis:
@@ -205,8 +248,11 @@ class Worker:
             self._housekeeping(time.monotonic(), stopping=True)
             self._poll_while_stopping()
             time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
-        self.fetcher.stop(waiter_deadline)
         unfinished = len(self.busy)
+        if unfinished:
+            # Async jobs can be told to stop: cancelled now, they are pushed back below with the rest.
+            aio.cancel_running(CANCEL_WAIT_S)
+        self.fetcher.stop(waiter_deadline)
         self._settle_redis(lambda: self.fetcher.flush_acks(raise_errors=True), "flush acks", tries)
         # Jobs still running are pushed back BEFORE the process exits: worse to lose a job than
         # to run it twice. A job that finishes after this finds its entry gone and acks nothing.
@@ -234,7 +280,7 @@ class Worker:
         self._set_title()
 
     def _recover_own_list(self) -> int:
-        done = recovery.recover_worker(self.scripts, self.identity, force=True)
+        done = recovery.recover_worker(self.scripts, self.identity, force=True, on_poison=poison_reporter())
         return 0 if done is None else done.moved
 
     def hurry(self) -> None:
@@ -277,7 +323,7 @@ class Worker:
         if not stopping and now >= self._next_recovery:
             self._next_recovery = now + cfg.recovery_interval
             with self._step("recovery"):
-                recovery.recover_dead_workers(self.scripts, self.identity)
+                recovery.recover_dead_workers(self.scripts, self.identity, on_poison=poison_reporter())
                 recovery.prune_processes(self.redis, self.keys)
         while self._dead_processors:
             proc, error = self._dead_processors.pop()
@@ -356,6 +402,7 @@ class Worker:
         back). TSTP: quiet. TTIN: log all thread stacks. USR1: reopen log files.
         """
         faulthandler.enable()  # SIGABRT from the supervisor (hung worker) dumps every stack
+        logs.capture_output()  # print() in job code: log lines (after faulthandler took the real fd 2)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
@@ -369,6 +416,7 @@ class Worker:
             self.start()
         except (BootError, RedisUnavailable) as exc:
             log.error("%s", exc)
+            self._at_exit()
             return int(exc.exit_code)
         sel = selectors.DefaultSelector()
         sel.register(rfd, selectors.EVENT_READ, "signal")
@@ -410,6 +458,7 @@ class Worker:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
+            self._at_exit()
             log.info("bye")
             logs.flush()
         return int(ExitCode.OK)
@@ -434,6 +483,14 @@ class Worker:
         with contextlib.suppress(Exception):
             logs.flush()
         os._exit(int(ExitCode.OK))
+
+    def _at_exit(self) -> None:
+        """At exit: the app's on_shutdown hooks, the event loop, what is left of printed lines."""
+        try:
+            self._shutdown_hooks()
+        finally:
+            logs.release_output()
+            logs.flush()
 
     # -- signals (`HANDLED_SIGNALS` lists the ones with a handler) -----------------------------------
     def _dispatch_signals(self, signums: bytes) -> None:

@@ -322,14 +322,46 @@ def test_check_failing_require_exits_70(redis_url: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_check_warns_about_an_evicting_maxmemory_policy(redis_url: str, r: redis.Redis) -> None:
+def test_check_warns_about_an_evicting_maxmemory_policy(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    (tmp_path / "ok_jobs.py").write_text("import swarmd\n\n@swarmd.job\ndef ok():\n    pass\n")
+    (tmp_path / "swarmd.yml").write_text("require: [ok_jobs]\n")
     r.config_set("maxmemory-policy", "allkeys-lru")
     try:
-        result = run_ctl("check", "--redis-url", redis_url)
+        result = run_ctl("check", "-C", "swarmd.yml", "--redis-url", redis_url, cwd=tmp_path)
     finally:
         r.config_set("maxmemory-policy", "noeviction")
     assert result.returncode == 0
     assert "swarmctl: warning: Redis maxmemory-policy is allkeys-lru" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ("require: [no_jobs]\n", "require: no_jobs"),  # imports fine, defines no @swarmd.job
+        ("concurrency: 2\n", "require is empty"),
+    ],
+)
+def test_check_fails_78_when_require_registers_no_job(
+    redis_url: str, tmp_path: Path, config: str, where: str
+) -> None:
+    (tmp_path / "no_jobs.py").write_text("def helper():\n    pass\n")
+    (tmp_path / "swarmd.yml").write_text(config)
+    result = run_ctl("check", "-C", "swarmd.yml", "--redis-url", redis_url, cwd=tmp_path)
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"swarmctl: no job functions registered ({where}): name the modules that define your "
+        "@swarmd.job functions"
+    ]
+    assert result.stdout.splitlines()[-1] == "FAILED (exit 78)"
+
+
+def test_check_with_delay_allow_and_no_jobs_is_ok(redis_url: str, tmp_path: Path) -> None:
+    """A swarm that runs only swarmd.delay calls has no job functions and is a valid setup."""
+    (tmp_path / "swarmd.yml").write_text("delay_allow: [myapp.mail]\n")
+    result = run_ctl("check", "-C", "swarmd.yml", "--redis-url", redis_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
 
 
 # -- enqueue ---------------------------------------------------------------------------------------

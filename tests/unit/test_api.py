@@ -18,6 +18,7 @@ PUBLIC = [
     "ConfigError",
     "DecodeError",
     "DelayRefused",
+    "JobContext",
     "JobFunction",
     "PayloadError",
     "PoisonJob",
@@ -27,9 +28,16 @@ PUBLIC = [
     "__version__",
     "client_middleware",
     "configure",
+    "current_job",
     "delay",
     "job",
+    "on_boot",
+    "on_death",
+    "on_failure",
+    "on_shutdown",
+    "on_startup",
     "push",
+    "server_middleware",
     "testing",
 ]
 
@@ -112,6 +120,18 @@ def test_set_returns_a_view_and_leaves_the_job_alone() -> None:
 def test_unknown_job_name_is_an_unknown_job_error() -> None:
     with pytest.raises(swarmd.UnknownJob, match="NoSuchJob"):
         registry.lookup("NoSuchJob")
+
+
+def test_unknown_job_name_suggests_the_closest_registered_ones() -> None:
+    with pytest.raises(swarmd.UnknownJob) as info:
+        registry.lookup("HardWorkr")
+    assert str(info.value).startswith(
+        "no job function is registered as 'HardWorkr' (did you mean 'HardWorker'"
+    )
+    # The same function name under another module path (the app imports it as myapp.jobs, not jobs).
+    assert repr(f"{__name__}.resize") in (registry.suggest("elsewhere.resize") or "")
+    assert registry.suggest("zzzzzzzz") is None
+    assert registry.suggest("x" * 10_000) is None  # a payload's huge name costs nothing
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,8 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
             values[field.name] = not default
         elif isinstance(default, int | float):
             values[field.name] = default * 3 if field.name != "beat_interval" else 1
+        elif field.name == "log_format":
+            values[field.name] = "json"
         else:
             strings = ("pidfile", "logfile", "tag", "namespace", "hostname")
             values[field.name] = "seven" if field.name in strings else 7
@@ -389,6 +391,36 @@ def test_overrides_from_the_command_line(tmp_path: Path) -> None:
     assert (config.verbose, config.timeout, config.tag, config.processes) == (True, 3.0, "cli", 2)
     assert (config.pidfile, config.logfile) == ("p.pid", "l.log")
     assert config.syslog == SyslogConfig(ident="x", facility="user")
+
+
+def test_require_flags_add_to_the_files_require(tmp_path: Path) -> None:
+    text = "require: [myapp.jobs, myapp.mail]\n"
+    config = load(tmp_path, text, overrides={"require": ["myapp.reports", "myapp.jobs"]})
+    assert config.require == ("myapp.jobs", "myapp.mail", "myapp.reports")  # once each, file's first
+    env = {"SWARMD_REQUIRE": "other.jobs"}  # the variable replaces the file's, -r adds to it
+    assert load(tmp_path, text, env=env, overrides={"require": ["x"]}).require == ("other.jobs", "x")
+    assert load(tmp_path, "", overrides={"require": ["x"]}).require == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("", {}, "text"),
+        ("log_format: json\n", {}, "json"),
+        ("log_format: JSON\n", {}, "json"),
+        ("log_format: json\n", {"SWARMD_LOG_FORMAT": "text"}, "text"),
+        ("production:\n  log_format: json\n", {}, "json"),
+    ],
+)
+def test_log_format(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:
+    assert load(tmp_path, text, "production", env=env).log_format == expected
+
+
+def test_an_unknown_log_format_is_one_line(tmp_path: Path) -> None:
+    message = error(tmp_path, "log_format: xml\n")
+    assert message.endswith("swarmd.yml: log_format: expected text or json, got 'xml'")
+    message = error(tmp_path, "", env={"SWARMD_LOG_FORMAT": "logfmt"})
+    assert message == "SWARMD_LOG_FORMAT: expected text or json, got 'logfmt'"
 
 
 # -- tag ----------------------------------------------------------------------------------------------

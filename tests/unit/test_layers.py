@@ -28,10 +28,12 @@ LAYERS: dict[str, int] = {
     "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
     "connection": 2,
-    "logs": 2,
+    "context": 2,  # the running job (`current_job`): read by `logs`, set by `processor` and `testing`
+    "aio": 2,  # the worker's event loop for async jobs: a leaf, started lazily after fork
+    "logs": 3,  # reads the running job from `context` for the class/jid of app lines
     "systemd": 2,
     "devredis": 2,
-    "hooks": 2,  # registries of middleware and hooks, read by the client (and later the worker side)
+    "hooks": 2,  # registries of middleware and hooks, read by the client and the worker side
     "pidfile": 2,
     "unitfile": 2,  # `ctl` renders units with it; it takes the app-directory rule from `config`
     "control": 2,  # the control-pipe lines and signal dispatch, for `worker` and `supervisor`

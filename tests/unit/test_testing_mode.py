@@ -275,6 +275,66 @@ def test_an_async_job_failure_inside_a_running_loop_reaches_the_caller() -> None
         asyncio.run(an_async_test())
 
 
+@swarmd.job(name="t.whoami")
+def whoami() -> None:
+    job = swarmd.current_job()
+    assert job is not None
+    calls.append(("whoami", job.name, job.queue, job.retry_count))
+
+
+@swarmd.job(name="t.async_whoami")
+async def async_whoami() -> None:
+    job = swarmd.current_job()
+    assert job is not None
+    calls.append(("async_whoami", job.name))
+
+
+@swarmd.job(name="t.returns_coroutine")
+def returns_coroutine() -> Any:
+    return asyncio.sleep(0)
+
+
+def test_jobs_run_inside_the_server_middleware_with_current_job_as_in_the_worker() -> None:
+    def around(job: Any, call_next: Any) -> Any:
+        calls.append(("mw", job.name))
+        return call_next()
+
+    hooks.server_middleware(around)
+    try:
+        with swarmd.testing.inline():
+            whoami.perform_async()
+            async_whoami.perform_async()
+
+            async def an_async_test() -> None:
+                async_whoami.perform_async()
+
+            asyncio.run(an_async_test())
+        with swarmd.testing.fake():
+            whoami.set(queue="low").perform_async()
+            swarmd.testing.drain()
+    finally:
+        hooks.remove_server_middleware(around)
+    assert calls == [
+        ("mw", "t.whoami"),
+        ("whoami", "t.whoami", "default", 0),
+        ("mw", "t.async_whoami"),
+        ("async_whoami", "t.async_whoami"),
+        ("mw", "t.async_whoami"),
+        ("async_whoami", "t.async_whoami"),
+        ("mw", "t.whoami"),
+        ("whoami", "t.whoami", "low", 0),
+    ]
+    assert swarmd.current_job() is None
+
+
+def test_a_plain_function_returning_a_coroutine_fails_as_in_the_worker() -> None:
+    with (
+        swarmd.testing.inline(),
+        pytest.raises(TypeError, match="returned a coroutine but is not `async def`"),
+    ):
+        returns_coroutine.perform_async()
+
+
 # -- modes ---------------------------------------------------------------------------------------------
 
 
