@@ -447,10 +447,11 @@ def test_valid_jobs_with_strange_fields_decode_without_raising(admin: Admin, r: 
     assert entries["inf"].at is None and admin.entry("dead", entries["inf"].key) == entries["inf"]
     assert admin.retry_now("dead", list(entries.values())) == Outcome(done=len(entries))
 
-    overflow = b'{"class":"A","args":[1e400],"jid":"o1"}'  # decodes as inf, which JSON cannot carry back
+    overflow = b'{"class":"A","args":[1e400],"jid":"o1"}'  # Python reads inf, which JSON cannot carry back
     r.zadd(K.dead, {overflow: 1})
     [entry] = admin.page("dead").entries
-    assert entry.args == [float("inf")]
+    assert entry.data is None and entry.problem is not None and "out of the float range" in entry.problem
+    assert entry.jid == "o1"  # still listed, and found by its jid
     assert admin.retry_now("dead", [entry]) == Outcome(undecodable=1)
     assert zmembers(r, K.dead) == [overflow]
 

@@ -24,7 +24,7 @@ from swarmd.config import load_config, redis_settings
 from swarmd.keys import Keys
 from swarmd.scripts import Fetched, Scripts
 from tests.conftest import require_tool, wait_until
-from tests.integration.conftest import App
+from tests.integration.conftest import JOBS_MODULE, App
 from tests.sentinelkit import Enqueuer, Node, SentinelKit, free_port, read_ledger, tally
 
 RECOMMENDED = {"min-replicas-to-write": "1", "min-replicas-max-lag": "10"}
@@ -58,9 +58,15 @@ def sentinel(kit: SentinelKit) -> Iterator[SentinelKit]:
     yield kit
 
 
-def run_ctl(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_ctl(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``swarmctl *argv``; pass the app's env when ``check`` must import the test job module."""
     return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "swarmd.ctl", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -70,7 +76,9 @@ def master_client(kit: SentinelKit) -> Any:
 
 def test_every_part_reaches_the_master_through_sentinel(app: App, sentinel: SentinelKit) -> None:
     master, replica = sentinel.master(), sentinel.replicas()[0]
-    cfg = app.config(redis=sentinel.settings(), processes=1)
+    cfg = app.config(
+        redis=sentinel.settings(), processes=1, require=[JOBS_MODULE]
+    )  # `swarmctl check` imports it
     daemon = app.start(config=cfg)
     client = swarmd.Client(sentinel.settings())
     tokens = [f"s{i}" for i in range(5)]
@@ -79,13 +87,13 @@ def test_every_part_reaches_the_master_through_sentinel(app: App, sentinel: Sent
     app.wait_tokens(tokens)
     assert daemon.alive()
 
-    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root, env=app.env())
     assert check.returncode == 0, check.stderr
     assert f"master:       127.0.0.1:{master.port} (role master, 1 replica)" in check.stdout
     assert f"replica:      127.0.0.1:{replica.port} online, lag " in check.stdout
     assert "master 'mymaster' via Sentinel 127.0.0.1:" in check.stdout  # the redis: line, no password
 
-    status = run_ctl("status", "-C", str(cfg), cwd=app.root)
+    status = run_ctl("status", "-C", str(cfg), cwd=app.root, env=app.env())
     assert status.returncode == 0 and "Processes: 1 on 1 host" in status.stdout, status.stderr
 
     with Admin.from_config(load_config(str(cfg))) as admin:
@@ -205,7 +213,7 @@ def test_no_acknowledged_job_is_lost_across_a_failover(app: App, sentinel: Senti
     assert all(d.alive() for d in daemons)
     assert _identities(sentinel) == before
     assert not any("exited" in d.output() for d in daemons)
-    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root, env=app.env())
     assert f"master:       127.0.0.1:{sentinel.master().port} (role master, 1 replica)" in check.stdout
 
 

@@ -20,7 +20,7 @@ import swarmd
 from swarmd.devredis import RedisServer
 from swarmd.errors import RedisUnavailable
 from tests.conftest import require_tool
-from tests.integration.conftest import App
+from tests.integration.conftest import JOBS_MODULE, App
 from tests.sentinelkit import SentinelKit, free_port
 from tests.tlscerts import TlsSet, make_tls
 
@@ -54,9 +54,15 @@ def section(port: int, certs: TlsSet, ca: str | None = None, client_cert: bool =
     return redis
 
 
-def run_ctl(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_ctl(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``swarmctl *argv``; pass the app's env when ``check`` must import the test job module."""
     return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "swarmd.ctl", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -68,12 +74,12 @@ def one_line(text: str) -> str:
 
 def test_the_right_ca_works_for_every_part(app: App, redis_factory: Any, certs: TlsSet) -> None:
     port = tls_server(redis_factory, certs)
-    cfg = app.config(redis=section(port, certs))
+    cfg = app.config(redis=section(port, certs), require=[JOBS_MODULE])  # `swarmctl check` imports it
     app.start(config=cfg)
     client = swarmd.Client(section(port, certs))
     client.enqueue("Record", ["over-tls"], None, {})
     app.wait_tokens(["over-tls"])
-    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root, env=app.env())
     assert check.returncode == 0, check.stderr
     assert f"master:       127.0.0.1:{port} (role master, 0 replicas)" in check.stdout
 
@@ -95,10 +101,10 @@ def test_tls_fails_closed(app: App, redis_factory: Any, certs: TlsSet, problem: 
     if problem != "no client certificate":  # the server hangs up: the client sees a TLS error, not why
         reason = "certificate has expired" if problem.startswith("expired") else "certificate verify failed"
         assert reason in line
-    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root, env=app.env())
     assert check.returncode == 69
     assert one_line(check.stderr).startswith("swarmctl: cannot reach Redis at rediss://")
-    status = run_ctl("status", "-C", str(cfg), cwd=app.root)
+    status = run_ctl("status", "-C", str(cfg), cwd=app.root, env=app.env())
     assert status.returncode == 69 and one_line(status.stderr).startswith("swarmctl: ")
     with pytest.raises(RedisUnavailable, match=r"^cannot enqueue: Redis at rediss://"):
         swarmd.Client(redis).enqueue("Record", ["never"], None, {})
@@ -113,11 +119,11 @@ def tls_kit(certs: TlsSet) -> Iterator[SentinelKit]:
 
 def test_sentinel_over_tls(app: App, tls_kit: SentinelKit, certs: TlsSet) -> None:
     # redis-py speaks TLS to the Sentinels (sentinel_kwargs) and to the master they name.
-    cfg = app.config(redis=tls_kit.settings())
+    cfg = app.config(redis=tls_kit.settings(), require=[JOBS_MODULE])
     app.start(config=cfg)
     swarmd.Client(tls_kit.settings()).enqueue("Record", ["sentinel-tls"], None, {})
     app.wait_tokens(["sentinel-tls"])
-    check = run_ctl("check", "-C", str(cfg), cwd=app.root)
+    check = run_ctl("check", "-C", str(cfg), cwd=app.root, env=app.env())
     assert check.returncode == 0, check.stderr
     assert f"master:       127.0.0.1:{tls_kit.master().port} (role master, 1 replica)" in check.stdout
     assert "via Sentinel" in check.stdout and "(TLS)" in check.stdout
