@@ -1,4 +1,4 @@
-"""``swarmd``: argparse -> Config -> the swarm; exceptions -> documented exit codes (SPEC 1.3, 1.7).
+"""``swarmd``: argparse -> Config -> the swarm; exceptions -> documented exit codes.
 
 A user's mistake is one line on stderr and an exit code, never a traceback.
 """

@@ -1,4 +1,4 @@
-"""Enqueue jobs: push, bulk push, schedule (SPEC 1.2).
+"""Enqueue jobs: push, bulk push, schedule.
 
 Every job goes the same way: built and checked (JSON-native values, and the arguments bound to the job
 function's signature when the function is known here), passed through the client middleware

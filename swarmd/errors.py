@@ -25,7 +25,7 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Documented exit codes of `swarmd` and `swarmctl` (SPEC 1.7), from sysexits.h."""
+    """Documented exit codes of `swarmd` and `swarmctl`, from sysexits.h."""
 
     OK = 0
     NOT_FOUND = 1

@@ -1,4 +1,4 @@
-"""Sidekiq-compatible process records (SPEC 2), swarmd's liveness key, and ``-signals``.
+"""Sidekiq-compatible process records, swarmd's liveness key, and ``-signals``.
 
 Every beat (5 s by default) one MULTI writes what Sidekiq's Web UI and API read: ``SADD processes``,
 the ``<identity>`` hash (info, busy, beat, quiet, rss, rtt_us, concurrency; TTL 60 s), the busy jobs

@@ -1,6 +1,6 @@
 """Every Redis key name swarmd reads or writes; nothing else in the package spells a key.
 
-Sidekiq's keys (SPEC 2) keep Sidekiq's names so Ruby and Python share them. swarmd's own keys live
+Sidekiq's keys keep Sidekiq's names so Ruby and Python share them. swarmd's own keys live
 under ``swarmd:``:
 
 - ``swarmd:inflight:<identity>`` (list): the worker's private in-flight list. A job is moved here

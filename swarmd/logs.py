@@ -511,7 +511,7 @@ def _open_logfile(path: str) -> int:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    # O_NOFOLLOW: a symlink planted at the log path must not redirect our writes (SPEC 3.4).
+    # O_NOFOLLOW: a symlink planted at the log path must not redirect our writes.
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
 
 

@@ -1,4 +1,4 @@
-"""Job JSON, exactly as Sidekiq 6/7 writes it (SPEC 2).
+"""Job JSON, exactly as Sidekiq 6/7 writes it.
 
 A job is a JSON object: ``class``, ``args``, ``jid``, ``queue``, ``retry``, ``created_at``,
 ``enqueued_at`` and, after a failure, ``retry_count``, ``error_message``, ``error_class``,

@@ -41,7 +41,7 @@ the supervisor forks one quarantine worker (concurrency 1) unless one runs. It i
 exit (it exits 0 once its list stayed empty), started again on demand after a crash (with its own
 backoff), recycled without replacement when over `max_memory_mb`, and retired by a reload.
 
-No job is lost when any process dies (SPEC 3.3), because a job lives in Redis, never only in a
+No job is lost when any process dies, because a job lives in Redis, never only in a
 process: in its queue, or in the private in-flight list of the worker that fetched it (see
 `swarmd.fetch`). When a worker dies, however it dies, the supervisor reaps it and forks a recovery
 child for its identity right away (``recover``), so its in-flight jobs are moved on within
@@ -261,7 +261,7 @@ class Supervisor:
         return f"{min(self.up(), n)} of {n} up, {busy} of {n * self.config.concurrency} busy"
 
     def status_text(self) -> str:
-        """``4 of 4 up, 13 of 100 busy`` plus `` reloading``/`` stopping``: STATUS= (SPEC 1.10)."""
+        """``4 of 4 up, 13 of 100 busy`` plus `` reloading``/`` stopping``: STATUS=."""
         return self.counts() + self._state_suffix()
 
     def _state_suffix(self) -> str:
@@ -270,7 +270,7 @@ class Supervisor:
         return " reloading" if self.reloading else ""
 
     def title(self) -> str:
-        """``swarmd 0.1.0 myapp supervisor [4 of 4 up, 13 of 100 busy]`` (SPEC 1.9)."""
+        """``swarmd 0.1.0 myapp supervisor [4 of 4 up, 13 of 100 busy]``."""
         return f"swarmd {__version__} {self.config.tag} supervisor [{self.counts()}]{self._state_suffix()}"
 
     # -- events ----------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ class Supervisor:
             slot.replace, slot.retry_at = None, None
             if old is not None:
                 # Only now, with its replacement serving, is the old worker told to stop: no capacity
-                # gap. It finishes or pushes back its jobs itself (SPEC 1.6).
+                # gap. It finishes or pushes back its jobs itself.
                 log.info("%s booted; stopping %s", child.name, old.name)
                 if why is not None:
                     self._recycle(old, why, now)

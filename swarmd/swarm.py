@@ -426,7 +426,7 @@ def _check_redis(config: Config) -> None:
 
 
 def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
-    """Run the swarm in the foreground until it stops; return the exit code (SPEC 1.7).
+    """Run the swarm in the foreground until it stops; return the exit code.
 
     ``reload`` re-reads the config (with the same command-line overrides) on HUP.
     """

@@ -1,10 +1,10 @@
-"""Talking to systemd: sd_notify(3) readiness, status, reload, stop and watchdog (SPEC 1.10).
+"""Talking to systemd: sd_notify(3) readiness, status, reload, stop and watchdog.
 
 Only the supervisor talks to systemd. Workers call `scrub_child_environment()` right after fork, and a
 `Notifier` inherited through fork stays silent in the child (it remembers the pid that created it), so a
 worker can never send `READY=1` or `WATCHDOG=1` on the swarm's behalf.
 
-Built on `sdnotify.SystemdNotifier` (the dependency) with its gaps fixed (research notes 4.2):
+Built on `sdnotify.SystemdNotifier` (the dependency) with its gaps fixed:
 
 - STATUS= is sent as UTF-8; sdnotify encodes latin-1 and silently drops anything else ("4 of 4 up ✓").
 - The address comes from the `env` mapping given to `Notifier` (tests pass their own), including the
@@ -32,7 +32,7 @@ log = logging.getLogger("swarmd.systemd")
 
 SEND_TIMEOUT_S = 1.0
 
-# Variables systemd hands to the main process only; a forked worker must not see them (SPEC 3.2).
+# Variables systemd hands to the main process only; a forked worker must not see them.
 _CHILD_SCRUB = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _CHILD_SCRUB_PREFIX = "LISTEN_"  # LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES (socket activation)
 

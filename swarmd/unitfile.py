@@ -1,4 +1,4 @@
-"""systemd unit files for swarmd (SPEC 1.10): `units/swarmd.service` and `units/swarmd@.service`.
+"""systemd unit files for swarmd: `units/swarmd.service` and `units/swarmd@.service`.
 
 `render_unit()` is the single source of both: the checked-in files are its output for the placeholder
 values in `PLACEHOLDERS` (a test keeps them identical), and `swarmctl unit` calls it with the real
@@ -31,7 +31,7 @@ SECURITY_SCORE = "1.6 OK on systemd 252"
 """What `systemd-analyze security --offline=true` says of the unit (a test keeps it <= 4.0)."""
 
 STOP_GRACE_S = 15
-"""TimeoutStopSec = timeout + this: the drain, then reaping and pushing jobs back (SPEC: >= 10 s)."""
+"""TimeoutStopSec = timeout + this: the drain, then reaping and pushing jobs back (at least 10 s)."""
 
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_@%$+=:,./-]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?|[0-9]+")

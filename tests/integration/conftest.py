@@ -2,8 +2,8 @@
 as a real subprocess (own session; its process group is always SIGKILLed at teardown; its output is
 printed at teardown, which pytest shows only when the test failed).
 
-The job functions record what they do in a ledger with one ``os.write`` on an ``O_APPEND`` fd (research
-notes §6.1): a line survives a SIGKILL of the worker that wrote it.
+The job functions record what they do in a ledger with one ``os.write`` on an ``O_APPEND`` fd: the kernel
+appends it whole, so a line survives a SIGKILL of the worker that wrote it.
 """
 
 from __future__ import annotations

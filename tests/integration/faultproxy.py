@@ -1,4 +1,4 @@
-"""A small TCP proxy between a worker and Redis that can lose a reply (research notes §6.1, N4).
+"""A small TCP proxy between a worker and Redis that can lose a reply.
 
 Loopback only, bounded (at most `MAX_CONNECTIONS` client connections, two daemon threads each), and
 controlled in-process by the test::
@@ -10,7 +10,7 @@ controlled in-process by the test::
 The proxy remembers, per connection, the name of the last command the client sent. When armed and
 a reply to that command arrives whose bytes contain ``containing`` (e.g. a token in the job it
 carries), the proxy closes both sockets instead of relaying it: Redis has executed the command, the
-client never learns its result. That is the "lost reply" of SPEC 3.3. It fires once, then disarms.
+client never learns its result. That is the "lost reply" a network fault causes. It fires once, then disarms.
 
 ``proxy.blackhole(True)`` is a network partition: connections are still accepted (and stay open), but
 every byte in either direction is dropped, so each command waits for its socket timeout. Bytes sent

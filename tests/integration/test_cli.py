@@ -1,4 +1,4 @@
-"""``python -m swarmd`` as a user types it (SPEC 1.3, 1.5, 1.7): the seed YAML, flags, exit codes."""
+"""``python -m swarmd`` as a user types it: the seed YAML, flags, exit codes."""
 
 from __future__ import annotations
 
@@ -259,7 +259,7 @@ def test_unreachable_redis_exits_69_with_one_line_and_no_password(app: App) -> N
 @pytest.mark.parametrize("case", ["symlink", "file-in-the-way"])
 def test_unopenable_logfile_exits_78_with_one_line(app: App, case: str) -> None:
     target = app.root / "elsewhere.log"
-    if case == "symlink":  # planted by someone else: never write through it (SPEC 3.4)
+    if case == "symlink":  # planted by someone else: never write through it
         (app.root / "swarmd.log").symlink_to(target)
         logfile = "swarmd.log"
     else:
@@ -285,7 +285,7 @@ def test_pidfile_symlink_is_refused(app: App) -> None:
 def test_a_wrong_password_exits_69_at_once_with_one_line(
     redis_factory: Callable[..., RedisServer], app: App, url_auth: str
 ) -> None:
-    # SPEC 3.4: a wrong password fails fast with one clear line, no reconnect storm; the right one
+    # A wrong password fails fast with one clear line, no reconnect storm; the right one
     # (legacy requirepass, or an ACL user) boots.
     server = redis_factory(
         port=free_port(),

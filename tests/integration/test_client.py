@@ -1,4 +1,4 @@
-"""What the client writes to a real Redis, byte for byte where Sidekiq readers care (SPEC 1.2, 2)."""
+"""What the client writes to a real Redis, byte for byte where Sidekiq readers care."""
 
 from __future__ import annotations
 

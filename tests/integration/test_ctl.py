@@ -137,7 +137,7 @@ def test_status_json_reads_processes_queues_and_totals(
 def test_status_reads_ruby_sidekiq_process_records(
     capsys: pytest.CaptureFixture[str], redis_url: str, r: redis.Redis
 ) -> None:
-    """6.4.1 keeps concurrency in `info` only (the dump in research/sidekiq.md 1.4); 8.1.2+ moves it to a
+    """6.4.1 keeps concurrency in `info` only (as a real 6.4.1 process record shows); 8.1.2+ moves it to a
     hash field, and 8.0.9+ lists queues under `capsules`."""
     old, new = "vm:13384:692b6d3f1a6e", "vm:13385:0123456789ab"
     info = {

@@ -1,4 +1,4 @@
-"""At-least-once (SPEC 3.3): no job is lost to a SIGKILL or a lost reply; duplicates are explained.
+"""At-least-once: no job is lost to a SIGKILL or a lost reply; duplicates are explained.
 
 Each scenario uses the ledger (one O_APPEND write per line, survives SIGKILL) to count what ran.
 """
@@ -320,7 +320,7 @@ def test_recording_a_failure_again_after_a_redis_error_counts_it_once(r: redis.R
 def test_a_redis_crash_and_restart_with_aof_loses_no_job(
     redis_factory: Callable[..., RedisServer], app: App
 ) -> None:
-    # SPEC 3.3: no acknowledged job is lost to a Redis restart with AOF. Redis is SIGKILLed while the
+    # No acknowledged job is lost to a Redis restart with AOF. Redis is SIGKILLed while the
     # worker is busy and comes back from its append-only file; the worker reconnects by itself.
     server = redis_factory(extra_args=("--appendonly", "yes", "--appendfsync", "always"))
     app.client = Client(server.url)

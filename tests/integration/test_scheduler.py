@@ -1,4 +1,4 @@
-"""Due jobs from `schedule` and `retry` to their queues, each exactly once (SPEC 3.2)."""
+"""Due jobs from `schedule` and `retry` to their queues, each exactly once."""
 
 from __future__ import annotations
 

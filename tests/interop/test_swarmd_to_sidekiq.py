@@ -29,7 +29,7 @@ def default_client(interop: Interop, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 def test_push_and_perform_run_in_sidekiq(interop: Interop, default_client: swarmd.Client) -> None:
     interop.start_sidekiq()
-    # swarmd's client refuses integers beyond 2**53 (SPEC 1.2); everything else in NASTY goes.
+    # swarmd's client refuses integers beyond 2**53; everything else in NASTY goes.
     args = ["push", *(v for v in NASTY if not (type(v) is int and abs(v) > 2**53))]
     jids = {swarmd.push({"class": "RubyWorker", "queue": "default", "args": args}): args}
     jids[ruby_worker.perform_async("async", {"nested": [None, 1.5, "é"]})] = [

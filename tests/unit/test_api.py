@@ -1,4 +1,4 @@
-"""The public API of ``import swarmd`` (SPEC 1.2): pinned, so a change to it is a deliberate one."""
+"""The public API of ``import swarmd``: pinned, so a change to it is a deliberate one."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_one_version_everywhere() -> None:
 def test_exception_tree() -> None:
     for name in ("ConfigError", "PayloadError", "DecodeError", "UnknownJob", "RedisUnavailable", "BootError"):
         assert issubclass(getattr(swarmd, name), swarmd.SwarmdError), name
-    assert issubclass(swarmd.PayloadError, TypeError)  # SPEC 1.2: bad args raise TypeError
+    assert issubclass(swarmd.PayloadError, TypeError)  # bad args raise TypeError, as json.dumps does
     assert issubclass(swarmd.DelayRefused, swarmd.UnknownJob)
     assert swarmd.ConfigError.exit_code == 78
     assert swarmd.RedisUnavailable.exit_code == 69
@@ -77,7 +77,7 @@ def test_poison_job_error_class_is_spelled_as_documented() -> None:
     assert errors.POISON_JOB == "swarmd.PoisonJob" == f"swarmd.{swarmd.PoisonJob.__name__}"
 
 
-# -- the decorator, as SPEC 1.2 shows it ---------------------------------------------------------------
+# -- the decorator, as README shows it -----------------------------------------------------------------
 
 
 @swarmd.job

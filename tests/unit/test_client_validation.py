@@ -1,4 +1,4 @@
-"""Bad values are refused at enqueue with a TypeError naming their path, before any Redis call (SPEC 1.2).
+"""Bad values are refused at enqueue with a TypeError naming their path, before any Redis call.
 
 "Before any Redis call" is proven by a client pointed at a Unix socket that does not exist: any Redis
 call would raise ConnectionError, so a TypeError means nothing was sent. The control case shows that

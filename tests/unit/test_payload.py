@@ -1,4 +1,4 @@
-"""Job JSON as Sidekiq writes and reads it (SPEC 2): encoding, decoding, failure fields, backoff."""
+"""Job JSON as Sidekiq writes and reads it: encoding, decoding, failure fields, backoff."""
 
 from __future__ import annotations
 
