@@ -7,6 +7,13 @@ character. The pid is the process that logged, so a forked worker shows its own.
 `SyslogHandler` falls back to stderr for good, announced by exactly one WARNING line naming the
 address and the error.
 
+Sending never blocks. A unix datagram socket whose receiver stops reading (journald or rsyslog
+stalled, a test that bound the socket and went away) fills up, and a blocking ``sendto`` would then
+hold the logging lock, and with it every job thread that logs: a stuck log reader must not stop the
+jobs. So the socket is non-blocking; a record that finds it full is dropped and counted, and the
+next record that gets through is preceded by one WARNING saying how many were dropped. A full
+socket is a passing condition, unlike an error (no such socket): it never causes the fallback.
+
 Addresses (`parse_address` is the one reader, for the config check and the handler alike):
 
 - a path containing ``/``: a unix datagram socket (``/dev/log``, ``/run/systemd/journal/syslog``);
@@ -129,6 +136,8 @@ class SyslogHandler(logging.Handler):
         self._fallback = fallback
         self.fallen_back = False
         self._sock: socket.socket | None = None
+        self.dropped = 0
+        """Records dropped because the receiver's buffer was full, since the last one that got through."""
         self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -143,20 +152,47 @@ class SyslogHandler(logging.Handler):
         pri = self._facility | severity(record.levelno)
         data = f"<{pri}>{self.target.ident}[{record.process}]: {line}".encode("utf-8", "backslashreplace")
         try:
-            self._send(data)
+            if self.dropped and not self._send(self._dropped_notice(record)):
+                self.dropped += 1  # still full: this record goes the same way
+                return
+            if self._send(data):
+                self.dropped = 0
+            else:
+                self.dropped += 1
         except OSError as exc:
             self._fall_back(exc)
             self._fallback.handle(record)
 
-    def _send(self, data: bytes) -> None:
+    def _dropped_notice(self, record: logging.LogRecord) -> bytes:
+        pri = self._facility | severity(logging.WARNING)
+        notice = self.format(
+            logging.LogRecord(
+                "swarmd.logs",
+                logging.WARNING,
+                __file__,
+                0,
+                "syslog at %s was full: %d log lines dropped",
+                (self.target.address, self.dropped),
+                None,
+            )
+        )
+        return f"<{pri}>{self.target.ident}[{record.process}]: {notice}".encode("utf-8", "backslashreplace")
+
+    def _send(self, data: bytes) -> bool:
+        """Send one datagram; False if the receiver's buffer is full (the datagram is not sent)."""
         if self._sock is None:
             self._sock = socket.socket(self._family, socket.SOCK_DGRAM)  # unconnected: survives restarts
+            self._sock.setblocking(False)  # see the module docstring: a stalled reader must not stall jobs
         try:
-            self._sock.sendto(truncate(data, MAX_DATAGRAM), self._address)
-        except OSError as exc:
-            if exc.errno != errno.EMSGSIZE:
-                raise
-            self._sock.sendto(truncate(data, _SMALL_DATAGRAM), self._address)
+            try:
+                self._sock.sendto(truncate(data, MAX_DATAGRAM), self._address)
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                self._sock.sendto(truncate(data, _SMALL_DATAGRAM), self._address)
+        except BlockingIOError:
+            return False
+        return True
 
     def _fall_back(self, exc: OSError) -> None:
         self.fallen_back = True

@@ -3,10 +3,12 @@ abstract sockets (``@name``), truncation. Datagram shape and fallback are in tes
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +103,38 @@ def test_truncate_keeps_short_data_and_marks_cut_data() -> None:
     assert len(cut) <= 50
     assert cut.endswith(b"... [truncated]")
     cut.decode("utf-8")  # not cut inside a character
+
+
+def test_a_receiver_that_stops_reading_costs_log_lines_not_a_stuck_logger(tmp_path: Path) -> None:
+    # journald or rsyslog stalled: its socket buffer fills. A blocking sendto would hold the logging
+    # lock, and every job thread that logs, until it read again; instead lines are dropped and counted.
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        out = io.StringIO()
+        setup_logging(syslog=SyslogTarget(ident="shop", address=path), stream=out, env={})
+        total = 2_000  # far more than the buffer holds (the kernel's datagram queue is short, too)
+        done = threading.Event()
+
+        def flood() -> None:
+            for i in range(total):
+                log.warning("line %d", i)
+            done.set()
+
+        threading.Thread(target=flood, daemon=True).start()
+        assert done.wait(60), "logging blocked on a full syslog socket"
+        sock.setblocking(False)
+        received = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(sock.recv(65536).decode())
+        assert 0 < len(received) < total
+        log.warning("after the reader woke up")
+        sock.settimeout(5)
+        notice, after = sock.recv(65536).decode(), sock.recv(65536).decode()
+    dropped = total - len(received)
+    assert notice.startswith("<28>shop[")
+    assert notice.endswith(f"WARNING: syslog at {path} was full: {dropped} log lines dropped")
+    assert after.endswith("WARNING: after the reader woke up")
+    assert out.getvalue() == ""  # a full socket is not a failure: no fallback to stderr
