@@ -331,6 +331,7 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
         return None
     if not isinstance(value, str):
         raise _fail(where, "a string or null" if name in _NULLABLE_STRS else "a string", value)
+    _encodable(value, where)
     if name == "redis_url":
         return _check_redis_url(value, where)
     if name == "hostname" and (
@@ -338,6 +339,15 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
     ):
         raise _fail(where, "a host name without ':', spaces or control characters (at most 255)", value)
     return str(value)
+
+
+def _encodable(text: str, where: str) -> None:
+    """Refuse a string UTF-8 cannot carry (a lone surrogate, from a YAML ``"\\udc80"`` escape or a
+    mis-decoded environment): it would become a traceback at the first Redis key or log line made of it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(where, "valid Unicode text (no lone surrogates)", text) from None
 
 
 def parse_queue(text: str) -> QueueSpec:
@@ -358,6 +368,7 @@ def _queue(text: Any, where: str) -> QueueSpec:
         raise _fail(where, 'a queue name, "name,weight" or [name, weight]', text)
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise _fail(where, "a queue name without spaces", name)
+    _encodable(name, where)
     return QueueSpec(str(name), _int(weight, where, 0, what="an integer weight") or 0)
 
 

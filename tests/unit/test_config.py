@@ -515,6 +515,11 @@ def test_tag_from_file_beats_directory(tmp_path: Path) -> None:
         ("require: [app.jobs, 3]\n", "require[1]: expected a non-empty string, got 3"),
         ("labels: {a: 1}\n", "labels: expected a list of strings, got a mapping"),
         ("tag: 12\n", "tag: expected a string, got 12"),
+        ('tag: "a\\udc80"\n', "tag: expected valid Unicode text (no lone surrogates), got 'a\\udc80'"),
+        (
+            'queues: ["a\\udc80b"]\n',
+            "queues[0]: expected valid Unicode text (no lone surrogates), got 'a\\udc80b'",
+        ),
         ("pidfile: [a]\n", "pidfile: expected a string or null, got a list"),
         (
             "syslog: {facility: kernel}\n",
