@@ -31,9 +31,9 @@ the death) becomes a suspect. A quarantine worker's job is counted whoever recov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -97,9 +97,11 @@ def recover_worker(
     was done, or None when another recoverer holds the lock (the caller may try again later).
     ``on_poison`` is called for each job this call made poison, once it is in `dead`."""
     redis, keys = scripts.redis, scripts.keys
-    lock = keys.recovering(identity)
-    token = os.urandom(8).hex()
-    if not redis.set(lock, token, nx=True, ex=LOCK_TTL):
+    # redis-py's Lock: a random token, SET NX PX, and token-checked extend/release in Lua, so a
+    # recoverer never frees or extends a lock that expired and another one took. The lock only saves
+    # work: two recoverers racing past it could not move a job twice (see the module docstring).
+    lock = redis.lock(keys.recovering(identity), timeout=LOCK_TTL, blocking=False)
+    if not lock.acquire():
         return None
     counting = is_quarantine_identity(identity)
     try:
@@ -119,7 +121,9 @@ def recover_worker(
             )
             if result is None:
                 return done  # alive after all (it beat again): nothing to recover
-            redis.expire(lock, LOCK_TTL)
+            # Lost (expired and re-taken) or not extended: carry on, the scripts stay exact without it.
+            with contextlib.suppress(connection.RedisError):
+                lock.extend(LOCK_TTL, replace_ttl=True)
             done += result
             if result.poisoned and on_poison is not None:
                 _report_poison(scripts, jobs, on_poison)
@@ -140,8 +144,9 @@ def recover_worker(
             )
         return done
     finally:
-        if redis.get(lock) == token.encode():  # never release a lock that expired and was re-taken
-            redis.delete(lock)
+        # Not ours any more (expired mid-way), or Redis gone: either way it expires by itself.
+        with contextlib.suppress(connection.RedisError):
+            lock.release()
 
 
 def _report_poison(scripts: Scripts, jobs: Sequence[Rescue], on_poison: OnPoison) -> None:
