@@ -18,6 +18,7 @@ from typing import Any
 from swarmd.recovery import POISON_RUNS
 from tests.conftest import Daemon, wait_until
 from tests.integration.conftest import App
+from tests.replies import members
 
 LIMIT_JOBS = "limit_jobs"
 
@@ -96,7 +97,7 @@ def swarm(app: App, name: str, **settings: Any) -> Daemon:
 
 def dead(app: App) -> dict[str, dict[str, Any]]:
     """The jobs in `dead` by their first argument."""
-    jobs = [json.loads(m) for m in app.r.zrange("dead", 0, -1)]
+    jobs = [json.loads(m) for m in members(app.r, "dead")]
     return {job["args"][0]: job for job in jobs}
 
 
@@ -133,7 +134,7 @@ def test_a_job_timing_out_is_retried_as_any_failure(app: App) -> None:
     app.wait_booted(app.daemons[1], count=2)
     app.enqueue("Loop", "loop", retry=1)
     wait_until(lambda: app.r.zcard("retry") == 1, 30, what="the job in retry")
-    [entry] = app.r.zrange("retry", 0, -1)
+    [entry] = members(app.r, "retry")
     job = json.loads(entry)
     assert (job["error_class"], job["retry_count"]) == ("swarmd.JobTimeout", 0)
 
