@@ -27,7 +27,8 @@ bucket that cannot grant within ``wait_timeout`` gives up at once) and then rais
 worker reschedules the job with a short growing backoff (``limiter_backoff``), which is not a failure
 and leaves its retries untouched (see `swarmd.processor`). Outside a worker (a script, a web request)
 the same ``with`` works on the default client's Redis (`swarmd.configure`); `OverLimit` then simply
-propagates, and nothing renews a lease.
+propagates, and nothing renews a lease. Under `swarmd.testing` (fake or inline mode) every limiter
+grants at once without Redis.
 
 A limiter object is cheap and thread-safe; define it once at module level and use it from any number
 of jobs, threads and ``async`` jobs (``async with`` waits without blocking the event loop).
@@ -46,7 +47,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from swarmd.client import default_client
+from swarmd.client import default_client, sink_active
 from swarmd.errors import OverLimit
 from swarmd.scripts import Grant, Scripts
 
@@ -86,6 +87,7 @@ class Lease:
     name: str
     token: str
     granted_at: float
+    local: bool = False  # granted without Redis (`swarmd.testing` mode): nothing to give back
 
 
 class Limiter:
@@ -134,8 +136,16 @@ class Limiter:
             f"limiter {self.kind} {self.name!r} (limit {self.limit}) still at its limit after {waited:.1f} s",
         )
 
+    def _testing(self) -> Lease | None:
+        """Under `swarmd.testing` (fake or inline, outside a worker) every limiter grants at once."""
+        if _bound is None and sink_active():
+            return Lease(self.name, "testing", time.time(), local=True)
+        return None
+
     def acquire(self) -> Lease:
         """Take a grant, waiting up to ``wait_timeout``; `OverLimit` if none came. Prefer ``with``."""
+        if (lease := self._testing()) is not None:
+            return lease
         scripts, token = self._attempts()
         started = time.monotonic()
         tries = 0
@@ -152,6 +162,8 @@ class Limiter:
 
     async def acquire_async(self) -> Lease:
         """`acquire` for ``async`` jobs: waits with `asyncio.sleep` (each try is one short Redis call)."""
+        if (lease := self._testing()) is not None:
+            return lease
         scripts, token = self._attempts()
         started = time.monotonic()
         tries = 0
@@ -218,6 +230,8 @@ class Concurrent(Limiter):
         _renewals.add(lease.token, _Renewal(scripts, self, lease.token))
 
     def _release(self, lease: Lease) -> None:
+        if lease.local:
+            return
         renewal = _renewals.pop(lease.token)
         scripts = renewal.scripts if renewal is not None else _scripts()
         scripts.limit_release(self.name, lease.token)
