@@ -323,6 +323,11 @@ class _Renewals:
                 del self._held[renewal.token]
             return mine
 
+    def pop_all(self) -> list[_Renewal]:
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            return held
+
     def due(self, now: float) -> list[_Renewal]:
         with self._lock:
             return [r for r in self._held.values() if r.due <= now]
@@ -373,6 +378,16 @@ def release_thread_leases() -> int:
             log.warning(
                 "limiter concurrent %r: could not release a lease; it ends on its own", renewal.limiter.name
             )
+    return released
+
+
+def release_held() -> int:
+    """Give back every concurrency lease this process holds (a worker at its exit: the jobs that held
+    them were pushed back). Returns how many."""
+    released = 0
+    for renewal in _renewals.pop_all():
+        renewal.scripts.limit_release(renewal.limiter.name, renewal.token)
+        released += 1
     return released
 
 

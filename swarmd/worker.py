@@ -292,6 +292,9 @@ class Worker:
             log.warning("timeout: %d job(s) still running were %s", unfinished, where)
         elif pushed:
             log.info("%d unstarted job(s) %s", pushed, where)
+        # Jobs still inside a concurrency limiter were pushed back (or are stuck): their places go now
+        # rather than when their leases end, since this process is about to exit.
+        self._settle_redis(limiter.release_held, "release limiter leases", tries)
         # Stays in swarmd's registry if anything is left in the private list, so recovery finds it.
         self._settle_redis(self.heartbeat.clear, "leave the process set", tries)
         self._set_title()
