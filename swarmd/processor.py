@@ -224,9 +224,8 @@ class Processor:
         assert watchdog is not None
         what = f"{job.name} JID-{job.jid}"
         if is_async:
-            run = watchdog.arm(
-                seconds, what, interrupt=False
-            )  # asyncio.timeout cancels; this keeps the grace
+            # asyncio.timeout cancels it at the limit; the watchdog keeps its grace (a blocked loop).
+            run = watchdog.arm(seconds, what, interrupt=False)
             try:
                 return aio.run(timeouts.limit_coroutine(func(*args, **job.kwargs), seconds))
             except StopCancelled:
