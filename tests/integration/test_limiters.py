@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import textwrap
 from typing import Any
 
@@ -105,7 +106,7 @@ def two_swarms(app: App, **settings: Any) -> tuple[Daemon, Daemon]:
     a = app.start("-r", LIMIT_JOBS, config=app.config("a.yml", **config), env=env)
     b = app.start("-r", LIMIT_JOBS, config=app.config("b.yml", **config), env=env)
     app.wait_booted(a)
-    app.wait_booted(b, count=2)
+    app.wait_booted(b, count=2 * int(settings.get("processes", 1)))
     return a, b
 
 
@@ -123,6 +124,21 @@ def test_a_concurrency_limit_holds_across_two_swarms_and_every_job_completes(app
     assert app.count() == dict.fromkeys(tokens, 1)
     assert app.r.zcard("dead") == app.r.zcard("retry") == 0
     app.wait_inflight_empty()
+
+
+def test_a_concurrency_limit_holds_through_a_rolling_reload_of_one_swarm(app: App) -> None:
+    a, _ = two_swarms(app, processes=2)
+    tokens = [f"t{i}" for i in range(60)]
+    app.client.enqueue_bulk("Inside", [(t,) for t in tokens], {})
+    wait_until(lambda: len(app.tokens()) >= 5, 30, what="some jobs done")
+    a.signal(signal.SIGHUP)  # every worker of `a` replaced one at a time, while jobs hold the limiter
+    a.wait_log("reload done", timeout_s=60)
+    app.wait_tokens(tokens, timeout_s=90)
+    assert int(app.r.get("test:max") or 0) <= 3
+    assert set(app.count()) == set(tokens)
+    assert app.r.zcard("dead") == app.r.zcard("retry") == 0
+    app.wait_inflight_empty()
+    wait_until(lambda: app.r.zcard("swarmd:limiter:concurrent:x") == 0, 10, what="every place given back")
 
 
 def test_a_holder_sigkilled_inside_blocks_the_others_only_until_its_lease_ends(app: App) -> None:
