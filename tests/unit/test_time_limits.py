@@ -159,3 +159,27 @@ def test_a_limiter_grants_at_once_under_swarmd_testing() -> None:
     lim = limiter.concurrent("testing-only", 1, wait_timeout=0)
     with swarmd.testing.inline(), lim, lim as lease:  # no Redis here: both are granted
         assert lease.local
+
+
+def test_jobs_without_a_limit_never_start_the_watchdog() -> None:
+    from swarmd import payload
+    from swarmd.processor import Processor
+
+    @swarmd.job(name="t.free")
+    def free() -> str:
+        return "ran"
+
+    @swarmd.job(name="t.bounded", timeout=30)
+    def bounded() -> str:
+        return "ran"
+
+    dog = timeouts.Watchdog(10.0, lambda why: None)
+    proc = Processor(None, None, None, (), lambda p, e: None, watchdog=dog)  # type: ignore[arg-type]
+
+    def job(name: str, **options: Any) -> payload.Job:
+        return payload.decode(payload.encode(payload.build(name, [], None, options)))
+
+    assert proc._invoke(job("t.free"), "t.free") == "ran"
+    assert dog._thread is None  # no thread, no timer: nothing per job
+    assert proc._invoke(job("t.bounded"), "t.bounded") == "ran"
+    assert dog._thread is not None and dog.stuck() == 0
