@@ -101,6 +101,10 @@ class JobTimeout(SwarmdError):
     """Raised inside a job that ran past its time limit (``@swarmd.job(timeout=...)``, ``job_timeout``);
     the run counts as a failure (retried, then dead, as usual). See README "Time limits"."""
 
+    def __init__(self, *args: object) -> None:
+        # Raised by the watchdog as a bare class (no arguments): still a readable message in the job.
+        super().__init__(*(args or ("the job ran past its time limit",)))
+
 
 class OverLimit(SwarmdError):
     """A `swarmd.limiter` limit was still reached after the limiter's ``wait_timeout``. Raised from

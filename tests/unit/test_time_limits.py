@@ -183,3 +183,8 @@ def test_jobs_without_a_limit_never_start_the_watchdog() -> None:
     assert dog._thread is None  # no thread, no timer: nothing per job
     assert proc._invoke(job("t.bounded"), "t.bounded") == "ran"
     assert dog._thread is not None and dog.stuck() == 0
+
+
+def test_job_timeout_reads_well_even_when_raised_bare() -> None:
+    assert str(JobTimeout()) == "the job ran past its time limit"
+    assert str(JobTimeout("x")) == "x"
