@@ -15,7 +15,10 @@ and ``swarmd.testing.inline()`` runs them in process.
 
 from __future__ import annotations
 
-from swarmd import testing  # `swarmd.testing.fake()` works after a plain `import swarmd`
+from swarmd import (
+    limiter,  # `swarmd.limiter.concurrent(...)` after a plain `import swarmd`
+    testing,  # `swarmd.testing.fake()` works after a plain `import swarmd`
+)
 from swarmd.client import Client, configure, delay, push
 from swarmd.context import JobContext, current_job
 from swarmd.errors import (
@@ -23,6 +26,8 @@ from swarmd.errors import (
     ConfigError,
     DecodeError,
     DelayRefused,
+    JobTimeout,
+    OverLimit,
     PayloadError,
     PoisonJob,
     RedisUnavailable,
@@ -49,6 +54,8 @@ __all__ = [
     "DelayRefused",
     "JobContext",
     "JobFunction",
+    "JobTimeout",
+    "OverLimit",
     "PayloadError",
     "PoisonJob",
     "RedisUnavailable",
@@ -60,6 +67,7 @@ __all__ = [
     "current_job",
     "delay",
     "job",
+    "limiter",
     "on_boot",
     "on_death",
     "on_failure",

@@ -417,13 +417,15 @@ class Outcome:
 @dataclass(frozen=True)
 class ClassTotals:
     """A job class's totals since ``swarmd:metrics`` was created (the Prometheus counters): runs,
-    failures, seconds of the successful runs and their histogram (`swarmd.metrics.BOUNDS_MS`)."""
+    failures, seconds of the successful runs and their histogram (`swarmd.metrics.BOUNDS_MS`), and
+    reschedules by a limiter (`swarmd.OverLimit`)."""
 
     name: str
     runs: int
     failures: int
     seconds: float
     buckets: tuple[int, ...]
+    over_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -1142,7 +1144,8 @@ def time_now() -> float:
 
 
 def _class_totals(fields: Mapping[Any, Any]) -> tuple[ClassTotals, ...]:
-    """``swarmd:metrics`` (``<class>|p``, ``|f``, ``|us``, ``|b<i>``) as one `ClassTotals` per class."""
+    """``swarmd:metrics`` (``<class>|p``, ``|f``, ``|us``, ``|b<i>``, ``|o``) as one `ClassTotals` per
+    class."""
     found: dict[str, dict[str, int]] = {}
     for raw_field, raw_value in fields.items():
         name, _, metric = _text(raw_field).rpartition("|")
@@ -1155,7 +1158,12 @@ def _class_totals(fields: Mapping[Any, Any]) -> tuple[ClassTotals, ...]:
         buckets = tuple(max(0, values.get(f"b{i}", 0)) for i in range(metrics.BUCKETS))
         out.append(
             ClassTotals(
-                name, values.get("p", 0), values.get("f", 0), values.get("us", 0) / 1_000_000, buckets
+                name,
+                values.get("p", 0),
+                values.get("f", 0),
+                values.get("us", 0) / 1_000_000,
+                buckets,
+                values.get("o", 0),
             )
         )
     return tuple(out)

@@ -62,6 +62,11 @@ def set_sink(sink: Sink | None) -> Sink | None:
     return previous
 
 
+def sink_active() -> bool:
+    """True while `swarmd.testing` holds pushes (fake or inline mode): nothing talks to Redis."""
+    return _sink is not None
+
+
 def to_outgoing(job: dict[str, Any]) -> Outgoing:
     """Encode a built job (``at`` set: scheduled, without ``enqueued_at``, as Sidekiq stores it)."""
     at = job.pop("at", None)

@@ -205,6 +205,11 @@ class Config:
     memory_check_interval: float = 5.0
     metrics_port: str | None = None  # "HOST:PORT" the swarm serves Prometheus /metrics on (None: off)
     web: WebConfig = WebConfig()
+    # Time limits and limiters (README "Time limits", "Rate and concurrency limits").
+    job_timeout: float | None = None  # seconds; the time limit of a job without one of its own
+    timeout_grace: float = 10.0  # a job still running this long after its limit: its worker is recycled
+    limiter_backoff: float = 1.0  # first delay of a job rescheduled by a limiter; doubled each time ...
+    limiter_backoff_max: float = 60.0  # ... up to this
 
     @property
     def queue_order(self) -> QueueOrder:
@@ -236,6 +241,13 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _INTS = dict(concurrency=1, processes=1, max_memory_mb=1, max_retries=0, dead_max_jobs=0, crash_limit=1)
 _NUMBERS = {"timeout", "heartbeat_timeout", "dead_timeout", "beat_interval", "poll_interval", "fetch_timeout"}
 _NUMBERS |= {"liveness_ttl", "recovery_interval", "boot_timeout", "crash_window", "memory_check_interval"}
+_NUMBERS |= {
+    "job_timeout",
+    "timeout_grace",
+    "limiter_backoff",
+    "limiter_backoff_max",
+}  # time limits, limiters
+_NULLABLE_NUMBERS = {"job_timeout"}
 _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
 _NULLABLE_STRS = {"pidfile", "logfile", "namespace", "hostname"}
 _OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web", "log_format"}
@@ -288,6 +300,8 @@ def _convert(name: str, value: Any, where: str, current: Any) -> Any:
     """`value` for setting `name` (whose value so far is `current`), checked and typed."""
     if name in _INTS:
         return _int(value, where, _INTS[name], null=name == "max_memory_mb")
+    if name in _NULLABLE_NUMBERS and value is None:
+        return None
     if name in _NUMBERS:
         number = value
         if isinstance(value, _Text):

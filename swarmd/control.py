@@ -11,6 +11,10 @@
   quarantine worker if none runs;
 - ``recycle``: it asks to be replaced for its jobs' sake; the supervisor answers as to a worker over
   its memory limit: SIGUSR2 (its running jobs are to blame) and TERM, once a replacement has booted.
+- ``stuck-at <ms>``: when (CLOCK_MONOTONIC, milliseconds; 0: never) the first of its running jobs with
+  a time limit would be stuck past its limit and grace. Sent before such a job starts: a job stuck in
+  C code that holds the GIL freezes the whole worker, which then cannot ask for anything, so the
+  supervisor kills a worker silent past that moment as hung (README "Time limits").
 
 `encode` and `decode` are the only code that knows the spelling. A line is ASCII, ends with a newline
 and is far shorter than PIPE_BUF, so a non-blocking write delivers it whole or not at all. `decode`
@@ -50,16 +54,19 @@ class Kind(enum.Enum):
     STOPPED_REMOTELY = "stopped-remotely"
     QUARANTINE = "quarantine"
     RECYCLE = "recycle"
+    STUCK_AT = "stuck-at"
 
 
 @dataclass(frozen=True)
 class Message:
     kind: Kind
-    busy: int = 0  # jobs running, for BEAT
+    busy: int = 0  # jobs running, for BEAT; milliseconds (monotonic) for STUCK_AT
 
     def encode(self) -> bytes:
         if self.kind is Kind.BEAT:
             return b"beat %d\n" % self.busy
+        if self.kind is Kind.STUCK_AT:
+            return b"stuck-at %d\n" % self.busy
         return f"{self.kind.value}\n".encode()
 
 
@@ -73,7 +80,13 @@ def beat(busy: int) -> Message:
     return Message(Kind.BEAT, busy)
 
 
+def stuck_at(at: float | None) -> Message:
+    """``stuck-at``: ``at`` in monotonic seconds, None for "no limited job is running"."""
+    return Message(Kind.STUCK_AT, 0 if at is None else max(1, int(at * 1000)))
+
+
 _BEAT = re.compile(r"beat ([0-9]{1,9})")
+_STUCK_AT = re.compile(r"stuck-at ([0-9]{1,15})")
 _BARE = {m.kind.value: m for m in (BOOTED, STOPPED_REMOTELY, QUARANTINE, RECYCLE)}
 
 
@@ -83,7 +96,10 @@ def decode(line: str) -> Message | None:
     if message is not None:
         return message
     match = _BEAT.fullmatch(line)
-    return beat(int(match[1])) if match else None
+    if match:
+        return beat(int(match[1]))
+    match = _STUCK_AT.fullmatch(line)
+    return Message(Kind.STUCK_AT, int(match[1])) if match else None
 
 
 # -- signals ------------------------------------------------------------------------------------------

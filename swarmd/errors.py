@@ -15,6 +15,10 @@ Exception tree::
     ├── NotFound              `swarmd.admin`: no such job, entry, queue or live process -> exit 1
     └── BootError             a worker could not boot (import error of `require`) -> exit 70
 
+Raised inside a job, and handled by the processor: `JobTimeout` (the job ran past its time limit: a
+failure, retried as any other) and `OverLimit` (a `swarmd.limiter` limit was still reached after its
+``wait_timeout``: the job is rescheduled, not failed).
+
 `PoisonJob` is not raised: its name is the `error_class` written on a job whose worker died while
 running it three times (the last two alone, in a quarantine worker: see `swarmd.recovery`).
 """
@@ -91,3 +95,26 @@ class PoisonJob(SwarmdError):
 
 
 POISON_JOB = "swarmd.PoisonJob"
+
+
+class JobTimeout(SwarmdError):
+    """Raised inside a job that ran past its time limit (``@swarmd.job(timeout=...)``, ``job_timeout``);
+    the run counts as a failure (retried, then dead, as usual). See README "Time limits"."""
+
+    def __init__(self, *args: object) -> None:
+        # Raised by the watchdog as a bare class (no arguments): still a readable message in the job.
+        super().__init__(*(args or ("the job ran past its time limit",)))
+
+
+class OverLimit(SwarmdError):
+    """A `swarmd.limiter` limit was still reached after the limiter's ``wait_timeout``. Raised from
+    ``with limiter:`` inside a job; the processor reschedules the job with a short backoff: not a
+    failure, its retries untouched. See README "Rate and concurrency limits"."""
+
+    def __init__(self, limiter: str, message: str) -> None:
+        super().__init__(message)
+        self.limiter = limiter
+
+
+# Recorded as the `error_class` of a failed job: the name users import (``swarmd.JobTimeout``).
+JobTimeout.__module__ = OverLimit.__module__ = "swarmd"

@@ -35,6 +35,10 @@ Sidekiq's per-class metrics (``swarmd.metrics``): ``j|<YYMMDD>|<H>:<MM>`` (hash 
 ``j|<YYMMDD>|<H>:<M>`` (per 10 minutes, TTL 3 days), ``j|<YYYYMMDD>|<H>:<M>`` (Sidekiq 7's per-minute
 spelling, TTL 8 h) and ``h|<class>-<d>-<H>:<M>`` (BITFIELD of 26 u16 per minute, TTL 8 h).
 
+Limiters (``swarmd.limiter``), shared by every swarm on the Redis: ``swarmd:limiter:concurrent:<name>``
+(sorted set: holder token -> when its lease ends, ms), ``swarmd:limiter:window:<name>`` (sorted set:
+grant token -> its time, ms), ``swarmd:limiter:bucket:<name>`` (hash: ``tokens``, ``at``).
+
 With a namespace ``ns`` every key gets the prefix ``ns:``.
 """
 
@@ -165,6 +169,11 @@ class Keys:
     @property
     def recovery(self) -> str:
         return self._k("swarmd:recovery")
+
+    # -- limiters (swarmd.limiter) ------------------------------------------------------------------
+    def limiter(self, kind: str, name: str) -> str:
+        """The key of limiter ``name`` of ``kind`` ("concurrent", "window" or "bucket")."""
+        return self._k(f"swarmd:limiter:{kind}:{name}")
 
 
 QUARANTINE_TAG = "quarantine-"

@@ -12,13 +12,14 @@ Prometheus need on top (key names in `swarmd.keys`):
 - ``j|<YYMMDD>|<H>:<MM>`` per minute (TTL 8 h) and ``j|<YYMMDD>|<H>:<M>`` per 10 minutes (TTL 3 days),
   Sidekiq 8's, plus ``j|<YYYYMMDD>|<H>:<M>`` per minute, Sidekiq 7's spelling: hashes with the fields
   ``<class>|p`` (runs), ``<class>|f`` (failures) and ``<class>|ms`` (milliseconds of the successful
-  runs: as in Sidekiq, a failure's time is not counted, so a mean is ``ms / (p - f)``);
+  runs: as in Sidekiq, a failure's time is not counted, so a mean is ``ms / (p - f)``), and swarmd's
+  ``<class>|o`` (reschedules by a limiter, `swarmd.OverLimit`: neither a run nor a failure);
 - ``h|<class>-<d>-<H>:<M>``: Sidekiq's per-minute histogram, 26 saturating u16 counters (BITFIELD),
   bucket i counting successful runs shorter than `BOUNDS_MS` [i] (the last: anything slower), TTL 8 h;
 - ``swarmd:h|<YYMMDD>|<H>:<M>``: the same buckets per 10 minutes, every class in one hash (fields
   ``<class>|<i>``), TTL 25 h, so the dashboard reads p50/p95 over 24 h in 144 HGETALLs whatever the
   number of classes (rather than 1,440 BITFIELDs per class);
-- ``swarmd:metrics``: totals that only grow (``<class>|p``, ``|f``, ``|us``, ``|b<i>``), which
+- ``swarmd:metrics``: totals that only grow (``<class>|p``, ``|f``, ``|us``, ``|b<i>``, ``|o``), which
   Prometheus needs for counters and a histogram (``rate()`` of a sliding window would be wrong).
 
 Job classes come from payloads, so they are untrusted: a class that no job function is registered
@@ -35,7 +36,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
-from swarmd.errors import UnknownJob
+from swarmd.errors import OverLimit, UnknownJob
 from swarmd.keys import Keys
 
 __all__ = [
@@ -70,8 +71,11 @@ RESTART_REASONS = ("crash", "hung", "memory", "reload", "exit")
 hung (silent past ``heartbeat_timeout``), went over ``max_memory_mb``, a reload replaced it, or it
 exited 0 on its own (a TERM sent to the worker alone)."""
 
-# A class's aggregate: [runs, failures, microseconds of successful runs, bucket 0, ..., bucket 25].
+# A class's aggregate: [runs, failures, microseconds of successful runs, bucket 0, ..., bucket 25,
+# reschedules by a limiter (`OverLimit`: neither a run nor a failure)].
 _P, _F, _US, _B = 0, 1, 2, 3
+_O = _B + BUCKETS
+_SIZE = _O + 1
 Stat = list[int]
 
 
@@ -98,6 +102,13 @@ class _Track:
         if exc is not None and isinstance(exc, UnknownJob):
             name = UNKNOWN
         metrics = self.metrics
+        if exc is not None and isinstance(exc, OverLimit):
+            with metrics._lock:
+                stat = metrics._stats.get(name)
+                if stat is None:
+                    stat = metrics._add(name)
+                stat[_O] += 1
+            return
         with metrics._lock:
             stat = metrics._stats.get(name)
             if stat is None:
@@ -143,7 +154,7 @@ class JobMetrics:
             stat = self._stats.get(name)
             if stat is not None:
                 return stat
-        stat = self._stats[name] = [0] * (_B + BUCKETS)
+        stat = self._stats[name] = [0] * _SIZE
         return stat
 
     def note_restart(self, reason: str) -> None:
@@ -163,7 +174,7 @@ class JobMetrics:
         stats, restarts = taken
         with self._lock:
             for name, values in stats.items():
-                mine = self._stats.setdefault(name, [0] * (_B + BUCKETS))
+                mine = self._stats.setdefault(name, [0] * _SIZE)
                 for i, value in enumerate(values):
                     mine[i] += value
             for reason, count in restarts.items():
@@ -190,10 +201,10 @@ def write(pipe: Any, keys: Keys, taken: tuple[Mapping[str, Stat], Mapping[str, i
     )
     hist_ten = keys.histograms_ten(now)
     for name, stat in stats.items():
-        runs, failures, us = stat[_P], stat[_F], stat[_US]
-        fields = {f"{name}|p": runs, f"{name}|f": failures, f"{name}|ms": us // 1000}
-        totals = {f"{name}|p": runs, f"{name}|f": failures, f"{name}|us": us}
-        buckets = [(i, n) for i, n in enumerate(stat[_B:]) if n]
+        runs, failures, us, over = stat[_P], stat[_F], stat[_US], stat[_O]
+        fields = {f"{name}|p": runs, f"{name}|f": failures, f"{name}|ms": us // 1000, f"{name}|o": over}
+        totals = {f"{name}|p": runs, f"{name}|f": failures, f"{name}|us": us, f"{name}|o": over}
+        buckets = [(i, n) for i, n in enumerate(stat[_B:_O]) if n]
         for key, _ in hashes:
             for field, value in fields.items():
                 if value:

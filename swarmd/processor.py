@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from swarmd import aio, connection, context, hooks, metrics, payload, registry
+from swarmd import aio, connection, context, hooks, limiter, metrics, payload, registry, timeouts
 from swarmd.aio import StopCancelled
 from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
-from swarmd.errors import DecodeError, DelayRefused, PoisonJob, UnknownJob
+from swarmd.errors import DecodeError, DelayRefused, JobTimeout, OverLimit, PoisonJob, UnknownJob
 from swarmd.fetch import Fetcher, Work
 from swarmd.logs import job_event
 from swarmd.retry import Retrier
@@ -81,7 +81,12 @@ class Processor:
         busy: BusyJobs,
         delay_allow: Sequence[str],
         on_death: Callable[[Processor, BaseException], None],
+        *,
+        watchdog: timeouts.Watchdog | None = None,
+        job_timeout: float | None = None,
     ) -> None:
+        self.watchdog = watchdog  # time limits (README "Time limits"); None: limits are not enforced
+        self.job_timeout = job_timeout  # the limit of a job without one of its own
         self.fetcher = fetcher
         self.retrier = retrier
         self.busy = busy
@@ -129,6 +134,8 @@ class Processor:
                     run()
                 else:  # no middleware: nothing between the processor and the job function
                     self._invoke(job, name)
+        except OverLimit as exc:
+            self._over_limit(work, job, exc, started)
         except DelayRefused as exc:
             log.error("%s; moved to dead", exc, extra={"job_class": name, "jid": jid})
             mode = self._settle(
@@ -179,9 +186,14 @@ class Processor:
             func = registry.resolve_delayed(args[0] if args else None, self.delay_allow)
             args = args[1:]
             is_async = inspect.iscoroutinefunction(func)
+            own = None
         else:
             found = registry.lookup_job(name)
-            func, is_async = found.func, found.is_async
+            func, is_async, own = found.func, found.is_async, found.timeout
+        if self.watchdog is not None and (own is not None or self.job_timeout or "timeout" in job.data):
+            seconds = self._time_limit(job, own)
+            if seconds is not None:
+                return self._invoke_limited(job, func, args, is_async, seconds)
         if is_async:
             try:
                 return aio.run(func(*args, **job.kwargs))
@@ -192,6 +204,75 @@ class Processor:
         if result is not None and inspect.iscoroutine(result):
             raise registry.not_async_error(name, result)
         return result
+
+    # -- time limits (README "Time limits") ---------------------------------------------------------
+    def _time_limit(self, job: payload.Job, own: float | None) -> float | None:
+        """The job's limit: its payload's ``timeout`` (``.set(timeout=...)``, the decorator's), else its
+        function's, else ``job_timeout``. A payload value that is not a number > 0 is ignored."""
+        value = job.data.get("timeout")
+        if value is not None:
+            try:
+                return registry.check_timeout(value, "the job's payload")
+            except TypeError:
+                pass
+        return own if own is not None else self.job_timeout
+
+    def _invoke_limited(
+        self, job: payload.Job, func: Callable[..., Any], args: list[Any], is_async: bool, seconds: float
+    ) -> Any:
+        watchdog = self.watchdog
+        assert watchdog is not None
+        what = f"{job.name} JID-{job.jid}"
+        if is_async:
+            # asyncio.timeout cancels it at the limit; the watchdog keeps its grace (a blocked loop).
+            run = watchdog.arm(seconds, what, interrupt=False)
+            try:
+                return aio.run(timeouts.limit_coroutine(func(*args, **job.kwargs), seconds))
+            except StopCancelled:
+                self._stop_cancelled = True
+                raise
+            finally:
+                watchdog.disarm(run)
+        run = watchdog.arm(seconds, what)
+        fired = False
+        try:
+            try:
+                result = func(*args, **job.kwargs)
+            finally:
+                # JobTimeout may land in any bytecode up to the disarm, which clears one not yet raised;
+                # it is raised at most once, so this loop runs at most twice.
+                while True:
+                    try:
+                        fired = watchdog.disarm(run)
+                        break
+                    except JobTimeout:
+                        pass
+        except JobTimeout as exc:
+            if fired:
+                exc.args = (timeouts.message(seconds),)
+                # Leases of a limiter the job was inside when interrupted: given back now.
+                limiter.release_thread_leases()
+            raise
+        if fired:  # the job caught JobTimeout and returned: the run still ran past its limit
+            if inspect.iscoroutine(result):
+                result.close()
+            limiter.release_thread_leases()
+            raise JobTimeout(timeouts.message(seconds))
+        if result is not None and inspect.iscoroutine(result):
+            raise registry.not_async_error(job.name, result)
+        return result
+
+    # -- limiters (README "Rate and concurrency limits") ---------------------------------------------
+    def _over_limit(self, work: Work, job: payload.Job, exc: OverLimit, started: float) -> None:
+        """A limiter stayed at its limit: reschedule, not a failure, retries untouched."""
+        name, jid = job.name, job.jid
+
+        def store() -> str:
+            self.retrier.over_limit(work, job, exc)
+            return "schedule"
+
+        job_event(logging.INFO, name, jid, f"over limit: {time.perf_counter() - started:.3f} sec")
+        self._settle(work, store)
 
     def _cancelled(self, name: str, jid: str, started: float) -> None:
         # The worker pushes the job back (it is still in the private list): no ack, no failure.

@@ -102,6 +102,11 @@ class SwarmdCollector(Collector):
         )
         runs = CounterMetricFamily("swarmd_job_runs", "Jobs run, by class", labels=["class"])
         failures = CounterMetricFamily("swarmd_job_failures", "Jobs that failed, by class", labels=["class"])
+        over_limit = CounterMetricFamily(
+            "swarmd_job_over_limit",
+            "Jobs rescheduled by a limiter (swarmd.OverLimit), by class",
+            labels=["class"],
+        )
         for c in snap.classes:
             cumulative, buckets = 0, []
             for bound_ms, count in zip(BOUNDS_MS, c.buckets, strict=False):
@@ -111,7 +116,8 @@ class SwarmdCollector(Collector):
             duration.add_metric([c.name], buckets, c.seconds)
             runs.add_metric([c.name], c.runs)
             failures.add_metric([c.name], c.failures)
-        yield from (duration, runs, failures)
+            over_limit.add_metric([c.name], c.over_limit)
+        yield from (duration, runs, failures, over_limit)
 
         restarts = CounterMetricFamily(
             "swarmd_worker_restarts", "Workers started to replace another, by reason", labels=["reason"]

@@ -32,7 +32,16 @@ from swarmd.errors import BootError, DelayRefused, UnknownJob
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags"}
+_OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags", "timeout"}
+
+
+def check_timeout(value: Any, where: str) -> float | None:
+    """A job's ``timeout`` option: seconds > 0 (or None: no limit of its own); TypeError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise TypeError(f"{where}: timeout: expected a number of seconds > 0 or None, got {value!r:.80}")
+    return float(value)
 
 
 class _Enqueuer(Generic[P]):
@@ -88,6 +97,8 @@ class _Enqueuer(Generic[P]):
         unknown = set(options) - _OPTION_NAMES - {"client"}
         if unknown:
             raise TypeError(f"set(): unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
+        if "timeout" in options:
+            check_timeout(options["timeout"], "set()")
         client = options.pop("client", None) or self.client
         return JobOptions(self._job, {**self.options, **options}, client)
 
@@ -113,6 +124,7 @@ class JobFunction(_Enqueuer[P], Generic[P, R]):
         self._job = self
         self._call_check: CallCheck | None = None
         self.is_async = inspect.iscoroutinefunction(func)  # computed once: the worker reads it per job
+        self.timeout = check_timeout(options.get("timeout"), f"@job {name}")  # read per job, too
         functools.update_wrapper(self, func)
 
     @property
@@ -151,6 +163,7 @@ def job(
     unknown = set(options) - _OPTION_NAMES
     if unknown:
         raise TypeError(f"@job: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
+    check_timeout(options.get("timeout"), "@job")
     if queue is not None:
         options["queue"] = queue
     if retry is not None:

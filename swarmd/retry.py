@@ -6,6 +6,8 @@
 - Delay before retry ``count``: ``count**4 + 15 + rand(10) * (count + 1)`` seconds (Sidekiq 6/7).
 - ``retry_queue`` routes retries to another queue; a job sent to `dead` carries it as its ``queue``
   too (so the Web UI's Retry sends it there), as in Sidekiq.
+- A job whose limiter stayed at its limit (`swarmd.OverLimit`) goes to `schedule` instead, with a short
+  backoff (`Retrier.over_limit`): not a failure, its retries untouched (``lua/overlimit.lua``).
 - The move into `retry`/`dead` and the removal from the private list are one script
   (``lua/fail.lua``): the job is never in both places and never in neither.
 """
@@ -18,6 +20,7 @@ import traceback
 from typing import Any
 
 from swarmd import payload
+from swarmd.errors import OverLimit
 from swarmd.payload import Work
 from swarmd.scripts import Scripts
 
@@ -45,7 +48,11 @@ class Retrier:
         max_retries: int = 25,
         dead_max_jobs: int = 10_000,
         dead_timeout: float = 180 * 24 * 3600.0,
+        limiter_backoff: float = 1.0,
+        limiter_backoff_max: float = 60.0,
     ) -> None:
+        self.limiter_backoff = limiter_backoff
+        self.limiter_backoff_max = limiter_backoff_max
         self.scripts = scripts
         self.identity = identity
         self.max_retries = max_retries
@@ -76,6 +83,28 @@ class Retrier:
         if data.get("dead") is False:
             return self._store(work, data, "drop", 0.0)
         return self._store(work, data, "dead", payload.now())
+
+    def over_limit(self, work: Work, job: payload.Job, exc: OverLimit) -> float:
+        """A limiter stayed at its limit (`OverLimit`): to `schedule` with a short backoff that grows
+        with the job's ``overrated`` count (``limiter_backoff`` doubled each time, at most
+        ``limiter_backoff_max``, plus up to 20 % jitter); not a failure, its retries untouched.
+        Returns the delay. Works on a copy of the job, like `failed`."""
+        data = dict(job.data)
+        count = data.get("overrated")
+        count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
+        data["overrated"] = count + 1
+        delay = min(self.limiter_backoff_max, self.limiter_backoff * 2.0 ** min(count, 30))
+        delay *= random.uniform(1.0, 1.2)
+        data["queue"] = work.queue
+        extra = {"job_class": job.name, "jid": job.jid}
+        if self.scripts.over_limit(self.identity, work.raw, payload.encode(data), payload.now() + delay):
+            log.info("%s; rescheduled in %.1f s (over limit %d time(s))", exc, delay, count + 1, extra=extra)
+        else:
+            log.warning(
+                "job over limit was no longer in this worker's in-flight list: pushed back or recovered",
+                extra=extra,
+            )
+        return delay
 
     def kill(self, work: Work, data: dict[str, Any] | None, error_class: str, message: str) -> str:
         """Straight to `dead`: unchanged raw bytes when ``data`` is None (undecodable)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Fate", "Fetched", "Recovered", "Rescue", "Scripts"]
+__all__ = ["Fate", "Fetched", "Grant", "Recovered", "Rescue", "Scripts"]
 
 log = logging.getLogger("swarmd")
 
@@ -55,6 +55,7 @@ class Rescue(NamedTuple):
 
 
 NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
+LIMIT_NAMES = ("limit_concurrent", "limit_window", "limit_bucket", "overlimit")  # swarmd.limiter's
 
 
 @functools.cache
@@ -94,6 +95,20 @@ class Recovered:
         )
 
 
+class Grant(NamedTuple):
+    """A limiter script's answer: whether it granted, Redis's clock (epoch ms) and, when it refused,
+    about how many ms until it could grant."""
+
+    granted: bool
+    now_ms: int
+    wait_ms: int = 0
+
+    @classmethod
+    def of(cls, reply: Any) -> Grant:
+        granted, now = bool(int(reply[0])), int(reply[1])
+        return cls(granted, now, max(0, int(reply[2])) if len(reply) > 2 else 0)
+
+
 def crash_id(raw: bytes) -> str:
     """The crash counter id of a job without a usable jid: a digest of its bytes."""
     return hashlib.sha1(raw).hexdigest()
@@ -107,7 +122,9 @@ class Scripts:
         self.keys = keys
         # register_script computes the SHA locally and sends nothing; redis-py's Script.__call__ is
         # EVALSHA with the NOSCRIPT fallback (SCRIPT LOAD, then EVALSHA again).
-        self._scripts: dict[str, Script] = {name: redis.register_script(source(name)) for name in NAMES}
+        self._scripts: dict[str, Script] = {
+            name: redis.register_script(source(name)) for name in (*NAMES, *LIMIT_NAMES)
+        }
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self._scripts[name](keys=list(keys), args=list(args))
@@ -297,6 +314,34 @@ class Scripts:
             lambda job: job.raw,
             add,
         )
+
+    # -- limiters (swarmd.limiter) and the over-limit reschedule -----------------------------------
+    def limit_concurrent(
+        self, name: str, token: str, limit: int, lease_ms: int, *, renew: bool = False
+    ) -> Grant:
+        """Take (or, with ``renew``, extend) a place of concurrency limiter ``name`` for ``token``."""
+        key = self.keys.limiter("concurrent", name)
+        mode = "renew" if renew else "acquire"
+        return Grant.of(self._run("limit_concurrent", [key], [token, limit, lease_ms, mode]))
+
+    def limit_release(self, name: str, token: str) -> None:
+        """Give back ``token``'s place of concurrency limiter ``name`` (nothing if its lease ended)."""
+        self.redis.zrem(self.keys.limiter("concurrent", name), token)
+
+    def limit_window(self, name: str, token: str, limit: int, per_ms: int) -> Grant:
+        """One grant of window limiter ``name`` (at most ``limit`` in any ``per_ms``)."""
+        key = self.keys.limiter("window", name)
+        return Grant.of(self._run("limit_window", [key], [limit, per_ms, token]))
+
+    def limit_bucket(self, name: str, limit: int, per_ms: int) -> Grant:
+        """One token of bucket limiter ``name`` (size ``limit``, refilled ``limit`` per ``per_ms``)."""
+        return Grant.of(self._run("limit_bucket", [self.keys.limiter("bucket", name)], [limit, per_ms]))
+
+    def over_limit(self, identity: str, raw: bytes, stored: bytes, at: float) -> bool:
+        """Move ``raw`` from the private list to `schedule` as ``stored``, due at ``at`` (epoch s), only
+        if this call removed it; False when it was no longer there (nothing was done)."""
+        keys = [self.keys.inflight(identity), self.keys.schedule]
+        return bool(self._run("overlimit", keys, [raw, stored, at]))
 
 
 def sum_ints(a: int, b: int) -> int:

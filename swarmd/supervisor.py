@@ -83,6 +83,7 @@ log = logging.getLogger("swarmd")
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # a worker up this long resets its slot's backoff
+STUCK_SILENCE_S = 3.0  # silence that, past a job's time limit and grace, makes a worker hung
 MEMORY_SAMPLES = 3  # samples in a row above max_memory_mb before a worker is replaced
 ABORT_GRACE_S = 2.0  # after SIGABRT (stack dump), SIGKILL if the worker is still there
 HURRY_AFTER_S = 0.2  # fast stop: the second TERM, late enough not to merge with the first
@@ -151,6 +152,7 @@ class Child:
     stopped_remotely: bool = False  # Stop from Sidekiq's Web UI / swarmctl: not replaced
     quarantine: bool = False  # the quarantine worker (outside the slots)
     recycled: str | None = None  # why it got SIGUSR2 before its TERM (memory, its own request)
+    stuck_at: float | None = None  # a job with a time limit is stuck from then on (control ``stuck-at``)
 
     @property
     def name(self) -> str:
@@ -308,6 +310,8 @@ class Supervisor:
             self._start_quarantine(now)
         elif message.kind is control.Kind.RECYCLE:
             self._recycle_asked(child, now)
+        elif message.kind is control.Kind.STUCK_AT:
+            child.stuck_at = message.busy / 1000.0 if message.busy else None
 
     def exited(self, pid: int, status: int) -> None:
         """``waitpid`` reported ``pid`` with wait status ``status``."""
@@ -709,7 +713,16 @@ class Supervisor:
         for child in list(self.children.values()):
             if child.retiring or child.aborted:
                 continue
-            if child.booted_at is None:
+            if (
+                child.stuck_at is not None
+                and now > child.stuck_at
+                and now - child.last_seen > STUCK_SILENCE_S
+            ):
+                # A job past its time limit and grace, and the worker silent: frozen in C code that
+                # holds the GIL (its watchdog cannot run either). Its jobs are recovered as suspects.
+                silent = now - child.last_seen
+                self._abort(child, f"was silent for {silent:.1f} s with a job stuck past its time limit", now)
+            elif child.booted_at is None:
                 if now - child.started > cfg.boot_timeout:
                     self._abort(child, f"did not boot within {cfg.boot_timeout:g} s", now)
             elif now - child.last_seen > cfg.heartbeat_timeout:

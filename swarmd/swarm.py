@@ -85,6 +85,10 @@ class _Reporter:
         self.busy, self.sent = busy, now
         self._write(control.beat(busy))
 
+    def stuck_at(self, at: float | None) -> None:
+        """From the watchdog (any thread), before a job with a time limit starts: see `control`."""
+        self._write(control.stuck_at(at))
+
     def _write(self, message: control.Message) -> None:
         # Non-blocking and < PIPE_BUF: a line arrives whole or not at all, and a stopped supervisor
         # (full pipe) or a dead one (EPIPE) never blocks or kills the worker.
@@ -155,7 +159,9 @@ class _Loop:
                 metrics.PROCESS.note_restart(reason)
             try:
                 worker = Worker(config, identity, quarantine=quarantine)
-                return worker.run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
+                reporter = _Reporter(ctl_w)
+                worker.tell_deadline = reporter.stuck_at
+                return worker.run(on_tick=reporter, parent_fd=self.alive_r)
             except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
                 log.error("worker %s: Redis error: %s", identity, exc)
                 return int(ExitCode.UNAVAILABLE)

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 
 import setproctitle
 
-from swarmd import aio, connection, control, hooks, logs, recovery, registry
+from swarmd import aio, connection, control, hooks, limiter, logs, recovery, registry, timeouts
 from swarmd.busy import BusyJobs
 from swarmd.config import Config
 from swarmd.errors import BootError, ExitCode, RedisUnavailable
@@ -105,6 +105,10 @@ class Worker:
         self._idle_since: float | None = None  # quarantine worker: since when its list is empty
         self._step_backoff: dict[str, Backoff] = {}  # housekeeping step -> its run of Redis errors
         self._started_hooks = False  # the app's code is loaded (and on_startup began): on_shutdown at exit
+        # Time limits: the watchdog (its thread starts with the first job that has a limit); the
+        # supervisor's end of the control pipe learns when a limited job would be stuck (`swarm`).
+        self.tell_deadline: Callable[[float | None], None] | None = None
+        self.watchdog = timeouts.Watchdog(config.timeout_grace, self._job_stuck, self._stuck_at)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,7 +151,10 @@ class Worker:
             max_retries=cfg.max_retries,
             dead_max_jobs=cfg.dead_max_jobs,
             dead_timeout=cfg.dead_timeout,
+            limiter_backoff=cfg.limiter_backoff,
+            limiter_backoff_max=cfg.limiter_backoff_max,
         )
+        limiter.bind(scripts)  # `with limiter:` in this worker's jobs uses its pool and namespace
         self.scheduler = Scheduler(scripts)
         self.heartbeat = Heartbeat(scripts, self.identity, cfg, self.busy.snapshot, self._is_quiet)
         # Register (liveness key first) before fetching anything, so a private list never exists
@@ -222,7 +229,15 @@ class Worker:
         self._fetcher = value
 
     def _add_processor(self) -> None:
-        p = Processor(self.fetcher, self.retrier, self.busy, self.config.delay_allow, self._processor_died)
+        p = Processor(
+            self.fetcher,
+            self.retrier,
+            self.busy,
+            self.config.delay_allow,
+            self._processor_died,
+            watchdog=self.watchdog,
+            job_timeout=self.config.job_timeout,
+        )
         self.processors.append(p)
         p.start()
 
@@ -245,6 +260,8 @@ class Worker:
         self.fetcher.quiet()
         waiter_deadline = time.monotonic() + self.config.fetch_timeout + 1.0
         while self.busy and time.monotonic() < self._deadline:
+            if self.watchdog.stuck() >= len(self.busy):
+                break  # only jobs stuck past their time limit are left: waiting would not end them
             self._housekeeping(time.monotonic(), stopping=True)
             self._poll_while_stopping()
             time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
@@ -275,6 +292,9 @@ class Worker:
             log.warning("timeout: %d job(s) still running were %s", unfinished, where)
         elif pushed:
             log.info("%d unstarted job(s) %s", pushed, where)
+        # Jobs still inside a concurrency limiter were pushed back (or are stuck): their places go now
+        # rather than when their leases end, since this process is about to exit.
+        self._settle_redis(limiter.release_held, "release limiter leases", tries)
         # Stays in swarmd's registry if anything is left in the private list, so recovery finds it.
         self._settle_redis(self.heartbeat.clear, "leave the process set", tries)
         self._set_title()
@@ -325,6 +345,10 @@ class Worker:
             with self._step("recovery"):
                 recovery.recover_dead_workers(self.scripts, self.identity, on_poison=poison_reporter())
                 recovery.prune_processes(self.redis, self.keys)
+        renewal = limiter.next_renewal()  # None unless a running job holds a concurrency limiter
+        if renewal is not None and now >= renewal:
+            with self._step("limiter leases"):
+                limiter.renew_leases(now)
         while self._dead_processors:
             proc, error = self._dead_processors.pop()
             log.error("processor thread died, starting a new one: %r", error)
@@ -332,7 +356,9 @@ class Worker:
             if not self.stopping:
                 self._add_processor()
         self._set_title()
-        return max(0.0, min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0) - now)
+        due = min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0)
+        renewal = limiter.next_renewal()
+        return max(0.0, min(due, renewal if renewal is not None else due) - now)
 
     @contextlib.contextmanager
     def _step(self, what: str) -> Iterator[None]:
@@ -359,6 +385,14 @@ class Worker:
             # A suspect that lands meanwhile is pushed back to the quarantine list by the stop, and the
             # next poll of any worker asks for a new quarantine worker.
             self._stop_at = now
+
+    def _stuck_at(self, at: float | None) -> None:
+        if self.tell_deadline is not None:
+            self.tell_deadline(at)
+
+    def _job_stuck(self, why: str) -> None:
+        """The watchdog found a job stuck past its time limit and grace (from its thread)."""
+        self.ask_recycle(why)
 
     def ask_recycle(self, why: str) -> None:
         """Ask the supervisor to replace this worker, counting its running jobs' part in it: it

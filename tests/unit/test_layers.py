@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "busy": 0,  # the lock-guarded table of running jobs
     "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
+    "timeouts": 1,  # the per-job time limit watchdog (errors only), built by `worker`, armed by `processor`
     "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
     "connection": 2,
@@ -46,6 +47,7 @@ LAYERS: dict[str, int] = {
     "scheduler": 4,
     "heartbeat": 4,
     "recovery": 4,
+    "limiter": 4,  # swarmd.limiter: concurrency/window/bucket over `scripts`, the default client's Redis
     "processor": 5,
     "testing": 5,  # the test mode: the client's sink plus the registry to run jobs by name
     "pytest_plugin": 6,  # fixtures over `testing`

@@ -15,11 +15,11 @@ def test_buckets_follow_sidekiqs_bounds() -> None:
         agg.record("A", ms, False)
     agg.record("A", 5.0, True)  # a failure: counted, not timed (Sidekiq's rule)
     stats, _ = agg.take()
-    runs, failures, us, *buckets = stats["A"]
+    runs, failures, us, *buckets, over_limit = stats["A"]
     assert (runs, failures) == (7, 1)
     assert buckets[0] == 2 and buckets[1] == 1 and buckets[24] == 1 and buckets[25] == 2
     assert abs(us - (0.5 + 19.9 + 20.0 + 334_999.0 + 335_000.0 + 10_000_000.0) * 1000) < 10
-    assert len(buckets) == metrics.BUCKETS == 26
+    assert len(buckets) == metrics.BUCKETS == 26 and over_limit == 0
     assert agg.take() == ({}, {})  # take forgets
 
 
