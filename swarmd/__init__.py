@@ -38,7 +38,7 @@ from swarmd.hooks import (
     on_startup,
     server_middleware,
 )
-from swarmd.registry import JobFunction, job
+from swarmd.registry import JobFunction, job, periodic
 from swarmd.version import __version__
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "on_failure",
     "on_shutdown",
     "on_startup",
+    "periodic",
     "push",
     "server_middleware",
     "testing",

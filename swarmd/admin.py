@@ -42,7 +42,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Literal
 
-from swarmd import connection, metrics, payload
+from swarmd import connection, metrics, payload, periodic_jobs
 from swarmd.config import Config, RedisSettings
 from swarmd.errors import ConfigError, DecodeError, NotFound
 from swarmd.keys import Keys
@@ -1134,6 +1134,11 @@ class Admin:
                 pipe.expire(self.keys.signals(ident), SIGNAL_TTL)
             pipe.execute()
         return targets
+
+    # -- periodic jobs -----------------------------------------------------------------------------
+    def periodic(self) -> list[periodic_jobs.Listed]:
+        """Every periodic entry the workers published, with its last and next tick, soonest first."""
+        return periodic_jobs.listing(self.redis, self.keys)
 
 
 # -- helpers that read records ---------------------------------------------------------------------

@@ -166,6 +166,17 @@ class Keys:
     def recovery(self) -> str:
         return self._k("swarmd:recovery")
 
+    # -- periodic jobs (swarmd.periodic_jobs) ----------------------------------------------------------
+    @property
+    def periodic(self) -> str:
+        """Hash: periodic entry id -> the last tick claimed (epoch seconds); only ever moves forward."""
+        return self._k("swarmd:periodic")
+
+    @property
+    def periodic_entries(self) -> str:
+        """Hash: periodic entry id -> the entry as JSON (job, cron, timezone, args, queue, seen)."""
+        return self._k("swarmd:periodic:entries")
+
 
 QUARANTINE_TAG = "quarantine-"
 """Starts the last part of a quarantine worker's identity (``host:pid:quarantine-<hex>``)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Fate", "Fetched", "Recovered", "Rescue", "Scripts"]
+__all__ = ["Claim", "Fate", "Fetched", "Recovered", "Rescue", "Scripts"]
 
 log = logging.getLogger("swarmd")
 
@@ -54,7 +54,8 @@ class Rescue(NamedTuple):
     queue: str = ""  # where it goes back to (fate "requeue")
 
 
-NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
+NAMES: tuple[str, ...] = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
+NAMES = (*NAMES, "periodic")  # periodic jobs (the methods at the end of `Scripts`)
 
 
 @functools.cache
@@ -297,6 +298,30 @@ class Scripts:
             lambda job: job.raw,
             add,
         )
+
+    # -- periodic jobs ------------------------------------------------------------------------------
+    def periodic(self, claims: Sequence[Claim]) -> list[int]:
+        """Claim each entry's tick and push its job if this call claimed it (``lua/periodic.lua``), all
+        in one round trip. Per claim: 1 pushed, 0 already claimed (nothing done), -1 recorded without a
+        push (an entry seen for the first time, or a claim with ``push`` False)."""
+        if not claims:
+            return []
+        k = self.keys
+        keys = [k.periodic, k.queues, *(k.queue(c.queue) for c in claims)]
+        args: list[Any] = []
+        for c in claims:
+            args += [c.entry, repr(float(c.tick)), c.raw, c.queue, "1" if c.push else "0"]
+        return [int(x) for x in self._run("periodic", keys, args)]
+
+
+class Claim(NamedTuple):
+    """One periodic entry's tick, as `Scripts.periodic` claims it."""
+
+    entry: str  # the entry's id
+    tick: float  # epoch seconds
+    raw: bytes  # the job as it goes into its queue
+    queue: str
+    push: bool = True  # False: only record the tick (a missed tick older than catch_up)
 
 
 def sum_ints(a: int, b: int) -> int:

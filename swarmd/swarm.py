@@ -154,7 +154,8 @@ class _Loop:
             if reason is not None:  # counted in Redis by the first heartbeat (swarmd_worker_restarts_total)
                 metrics.PROCESS.note_restart(reason)
             try:
-                worker = Worker(config, identity, quarantine=quarantine)
+                # The worker of slot 0 claims the swarm's periodic ticks (swarmd.periodic_jobs).
+                worker = Worker(config, identity, quarantine=quarantine, periodic=index == 0)
                 return worker.run(on_tick=_Reporter(ctl_w), parent_fd=self.alive_r)
             except connection.RedisError as exc:  # a Redis error at boot that the worker did not wrap
                 log.error("worker %s: Redis error: %s", identity, exc)

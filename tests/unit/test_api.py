@@ -36,6 +36,7 @@ PUBLIC = [
     "on_failure",
     "on_shutdown",
     "on_startup",
+    "periodic",
     "push",
     "server_middleware",
     "testing",
