@@ -172,6 +172,10 @@ class Keys:
         """Hash: periodic entry id -> the last tick claimed (epoch seconds); only ever moves forward."""
         return self._k("swarmd:periodic")
 
+    def unique(self, digest: str) -> str:
+        """A unique job's lock (swarmd.unique): holds the jid of the job that took it; EX unique_for."""
+        return self._k(f"swarmd:unique:{digest}")
+
     @property
     def periodic_entries(self) -> str:
         """Hash: periodic entry id -> the entry as JSON (job, cron, timezone, args, queue, seen)."""

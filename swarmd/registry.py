@@ -19,13 +19,14 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from swarmd import cron
+from swarmd import cron, scripts, unique
 from swarmd.client import (
     DELAYED,
     CallCheck,
     Client,
     default_client,
     interval_to_epoch,
+    set_unique_pusher,
     when_to_epoch,
 )
 from swarmd.config import PeriodicEntry
@@ -35,6 +36,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags"}
+_OPTION_NAMES |= unique.OPTIONS  # unique_for, unique_until (swarmd.unique)
+set_unique_pusher(scripts.push_unique)  # the client's unique pushes go through swarmd.scripts
 
 
 class _Enqueuer(Generic[P]):
@@ -91,6 +94,7 @@ class _Enqueuer(Generic[P]):
         if unknown:
             raise TypeError(f"set(): unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
         client = options.pop("client", None) or self.client
+        options = unique.check_options(options, "set()")
         return JobOptions(self._job, {**self.options, **options}, client)
 
 
@@ -153,6 +157,7 @@ def job(
     unknown = set(options) - _OPTION_NAMES
     if unknown:
         raise TypeError(f"@job: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
+    options = unique.check_options(options, "@job")
     if queue is not None:
         options["queue"] = queue
     if retry is not None:

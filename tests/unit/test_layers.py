@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
+    "unique": 1,  # unique jobs' options and lock digest (pure): read by `client`, `registry`, `processor`
     "connection": 2,
     "context": 2,  # the running job (`current_job`): read by `logs`, set by `processor` and `testing`
     "aio": 2,  # the worker's event loop for async jobs: a leaf, started lazily after fork
