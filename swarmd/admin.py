@@ -1046,6 +1046,21 @@ class Admin:
 
     def _kill(self, zset: str, members: Sequence[bytes]) -> Outcome:
         outcome = Outcome()
+        locks = {
+            raw: lock
+            for raw in members
+            if b"unique_key" in raw and (lock := _lock(Entry.parse("", raw).data))
+        }
+        if locks:  # each unique job on its own: its lock goes only if this call moved it to `dead`
+            members = [raw for raw in members if raw not in locks]
+            for raw, lock in locks.items():
+                now = payload.now()
+                moved = self.scripts.kill(
+                    zset, [raw], now, dead_cutoff=now - self.dead_timeout, dead_max_jobs=self.dead_max_jobs
+                )
+                if moved:
+                    self.scripts.unlock([lock])
+                outcome += Outcome(moved, 1 - moved)
         for start in range(0, len(members), BATCH):
             batch = members[start : start + BATCH]
             now = payload.now()

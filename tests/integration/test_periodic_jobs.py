@@ -3,11 +3,13 @@ what an operator sees: ``swarmctl periodic``, ``swarmctl check`` and the dashboa
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -125,3 +127,35 @@ def test_swarmctl_check_refuses_a_periodic_entry_naming_no_job(redis_url: str, t
     result = run_ctl("check", "-C", "swarmd.yml", "--redis-url", redis_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "periodic:     1 entry OK" in result.stdout
+
+
+def test_through_berlins_dst_transitions_a_missing_time_is_skipped_and_a_repeated_one_runs_once(
+    scripts: Scripts, r: redis.Redis
+) -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    entry = PeriodicEntry("30 2 * * *", "Report", (), "dst", "Europe/Berlin")
+    p = Periodic(scripts, [entry], {}, None)
+
+    def local(*fields: int, fold: int = 0) -> float:
+        y, mo, d, h, mi = fields
+        return dt.datetime(y, mo, d, h, mi, tzinfo=berlin, fold=fold).timestamp()
+
+    p.tick(local(2026, 3, 27, 12, 0))  # first sight
+    # The worker's loop wakes every second or so: walk through both transition nights minute by minute.
+    for start, end in (
+        (local(2026, 3, 28, 0, 0), local(2026, 3, 30, 4, 0)),
+        (local(2026, 10, 24, 0, 0), local(2026, 10, 26, 4, 0)),
+    ):
+        t = start
+        while t <= end:
+            p.tick(t)
+            t += 60
+    ran = [dt.datetime.fromtimestamp(float(job["periodic_at"]), berlin) for job in jobs(r, "dst")]  # type: ignore[arg-type]
+    assert [when.strftime("%m-%d %H:%M%z") for when in ran] == [
+        "03-28 02:30+0100",
+        "03-30 02:30+0200",  # 03-29 02:30 does not exist: skipped, not run at 03:00
+        "10-23 02:30+0200",  # the months not walked through: only the latest missed tick runs
+        "10-24 02:30+0200",
+        "10-25 02:30+0200",  # 02:30 twice on 10-25: once, at the first
+        "10-26 02:30+0100",
+    ]

@@ -20,6 +20,7 @@ import redis
 import swarmd
 import swarmd.testing
 from swarmd import hooks
+from swarmd.admin import Admin
 from swarmd.client import Client
 from swarmd.errors import PayloadError
 from tests.conftest import wait_until
@@ -175,3 +176,19 @@ def test_twenty_threads_in_two_processes_push_the_same_job_and_exactly_one_gets_
     assert len(jids) == 1, results
     [job] = queued(r)
     assert job["jid"] == jids[0] and job["args"] == [7]
+
+
+def test_admin_kill_and_deleting_one_queued_job_release_the_lock(c: Client, r: redis.Redis) -> None:
+    on = plain.set(client=c, unique_for=600)
+    jid = on.perform_in(3600, "k")
+    assert jid is not None and on.perform_async("k") is None
+    admin = Admin(c.redis)
+    [entry] = admin.page("schedule").entries
+    assert admin.kill([entry]).done == 1
+    assert on.perform_async("k") is not None  # the killed job no longer holds it
+    [raw] = items(r, "queue:default")
+    assert admin.delete_queue_job("default", raw)
+    assert on.perform_async("k") is not None
+    other = plain.set(client=c, unique_for=600).perform_async("other")
+    assert other is not None and not admin.delete_queue_job("default", b"not there")
+    assert on.perform_async("other") is None  # an unrelated delete released nothing
