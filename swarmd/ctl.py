@@ -417,6 +417,7 @@ def _periodic(args: argparse.Namespace, config: Config, admin: Admin) -> int:
                 "queue": e.queue,
                 "last": _periodic_iso(e.last),
                 "next": _periodic_iso(e.next),
+                "published": _periodic_iso(e.seen),  # when a claimer last booted with it
             }
             for e in entries
         ]

@@ -95,6 +95,7 @@ def test_swarmctl_periodic_and_the_dashboard_list_last_and_next_run(
     assert row.startswith("Report") and HOUR in row and '["daily", 1]' in row
     listed = json.loads(run_ctl("periodic", "--json", "--redis-url", redis_url, cwd=tmp_path).stdout)
     assert listed[0]["last"].startswith("2023-11-14T2") and listed[0]["next"] > listed[0]["last"]
+    assert listed[0]["published"] is not None  # when a claimer booted with it: an old one is a removed entry
     dashboard = create_app(redis_url)
     try:
         page = Client(dashboard).get("/periodic")
