@@ -43,7 +43,7 @@ from swarmd.hooks import (
     on_startup,
     server_middleware,
 )
-from swarmd.registry import JobFunction, job
+from swarmd.registry import JobFunction, job, periodic
 from swarmd.version import __version__
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "on_failure",
     "on_shutdown",
     "on_startup",
+    "periodic",
     "push",
     "server_middleware",
     "testing",

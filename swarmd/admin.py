@@ -42,7 +42,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Literal
 
-from swarmd import connection, metrics, payload
+from swarmd import connection, metrics, payload, periodic_jobs, unique
 from swarmd.config import Config, RedisSettings
 from swarmd.errors import ConfigError, DecodeError, NotFound
 from swarmd.keys import Keys
@@ -1014,10 +1014,25 @@ class Admin:
         zset = self._zset(kind)
         outcome = Outcome()
         for start in range(0, len(entries), BATCH):
-            members = [e.raw for e in entries[start : start + BATCH]]
-            removed = int(self.redis.zrem(zset, *members))
+            batch = entries[start : start + BATCH]
+            members = [e.raw for e in batch]
+            if any(_lock(e.data) for e in batch):
+                removed = self._delete_unique(zset, batch)
+            else:
+                removed = int(self.redis.zrem(zset, *members))
             outcome += Outcome(removed, len(members) - removed)
         return outcome
+
+    def _delete_unique(self, zset: str, entries: Sequence[Entry]) -> int:
+        """ZREM each entry on its own, then release the unique lock (`swarmd.unique`) of each one this
+        call removed: a deleted job no longer holds back identical ones."""
+        pipe = self.redis.pipeline(transaction=False)
+        for e in entries:
+            pipe.zrem(zset, e.raw)
+        removed = [bool(n) for n in pipe.execute()]
+        locks = [lock for e, gone in zip(entries, removed, strict=True) if gone and (lock := _lock(e.data))]
+        self.scripts.unlock(locks)
+        return sum(removed)
 
     def kill(self, entries: Sequence[Entry]) -> Outcome:
         """Sidekiq's "Kill": move `retry` or `schedule` entries (their `Entry.kind`) to `dead`
@@ -1033,6 +1048,21 @@ class Admin:
 
     def _kill(self, zset: str, members: Sequence[bytes]) -> Outcome:
         outcome = Outcome()
+        locks = {
+            raw: lock
+            for raw in members
+            if b"unique_key" in raw and (lock := _lock(Entry.parse("", raw).data))
+        }
+        if locks:  # each unique job on its own: its lock goes only if this call moved it to `dead`
+            members = [raw for raw in members if raw not in locks]
+            for raw, lock in locks.items():
+                now = payload.now()
+                moved = self.scripts.kill(
+                    zset, [raw], now, dead_cutoff=now - self.dead_timeout, dead_max_jobs=self.dead_max_jobs
+                )
+                if moved:
+                    self.scripts.unlock([lock])
+                outcome += Outcome(moved, 1 - moved)
         for start in range(0, len(members), BATCH):
             batch = members[start : start + BATCH]
             now = payload.now()
@@ -1082,19 +1112,41 @@ class Admin:
     def delete_queue_job(self, queue: str, raw: bytes) -> bool:
         """LREM one job (its exact bytes) from a queue; False when it was no longer there."""
         removed: Any = self.redis.lrem(self.keys.queue(queue), 1, raw)  # type: ignore[arg-type]
+        if removed and (lock := _lock(Entry.parse("queue", raw).data)):
+            self.scripts.unlock([lock])
         return bool(removed)
 
     def clear_queue(self, name: str) -> int:
         """Sidekiq's ``Queue#clear``: the list and its ``queues`` member go in one MULTI. Returns how
         many jobs were deleted; `NotFound` for an unknown queue."""
+        # The list is renamed aside in the same MULTI (as good as deleted for everyone else), then read
+        # in batches for the unique locks its jobs hold (`swarmd.unique`), then unlinked.
+        aside = f"{self.keys.queue(name)}:clearing:{payload.new_jid()}"
         pipe = self.redis.pipeline(transaction=True)
         pipe.llen(self.keys.queue(name))
-        pipe.unlink(self.keys.queue(name))
+        pipe.rename(self.keys.queue(name), aside)
         pipe.srem(self.keys.queues, name)
-        size, _, member = pipe.execute()
+        size, _, member = pipe.execute(raise_on_error=False)  # RENAME of a missing key: an error reply
         if not size and not member:
             raise NotFound(f"no queue named {name!r}")
+        if size:
+            self._release_locks_of_list(aside)
         return int(size)
+
+    def _release_locks_of_list(self, key: str) -> None:
+        try:
+            for start in range(0, 1 << 62, BATCH):
+                raws: Any = self.redis.lrange(key, start, start + BATCH - 1)
+                locks = [
+                    lock
+                    for raw in raws
+                    if b"unique_key" in raw and (lock := _lock(Entry.parse("q", raw).data))
+                ]
+                self.scripts.unlock(locks)
+                if len(raws) < BATCH:
+                    break
+        finally:
+            self.redis.unlink(key)
 
     def queue_size(self, name: str) -> int:
         """LLEN of a queue; `NotFound` when it is empty and not in ``queues``."""
@@ -1136,6 +1188,16 @@ class Admin:
                 pipe.expire(self.keys.signals(ident), SIGNAL_TTL)
             pipe.execute()
         return targets
+
+    # -- periodic jobs -----------------------------------------------------------------------------
+    def periodic(self) -> list[periodic_jobs.Listed]:
+        """Every periodic entry the workers published, with its last and next tick, soonest first."""
+        return periodic_jobs.listing(self.redis, self.keys)
+
+
+def _lock(data: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The unique lock (digest, jid) a job holds, if it is a unique job (`swarmd.unique`)."""
+    return unique.lock_of(data) if data is not None and unique.FIELD in data else None
 
 
 # -- helpers that read records ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from swarmd import connection, hooks, payload
+from swarmd import connection, hooks, payload, unique
 from swarmd.config import DEFAULT_REDIS_URL, RedisSettings, load_config, redis_settings
 from swarmd.config import redis_url as _redis_url
 from swarmd.errors import PayloadError, RedisUnavailable
@@ -167,10 +167,45 @@ class Client:
         return RedisUnavailable(f"cannot enqueue: Redis at {where} refused the push ({detail})")
 
     def _submit(self, jobs: list[dict[str, Any]]) -> list[str | None]:
-        """Client middleware, then push; the jid of each job, None for one a middleware dropped."""
+        """Client middleware, then push; the jid of each job, None for one a middleware dropped (or a
+        unique job whose lock an identical job holds)."""
         kept = run_client_middleware(jobs)
-        self.push_jobs([job for job in kept if job is not None])
+        pushing = [job for job in kept if job is not None]
+        if any("unique_for" in job for job in pushing):
+            refused = self._push_unique(pushing)
+            pushing = [job for job in pushing if unique.ttl_of(job) is None]
+            kept = [None if job is None or id(job) in refused else job for job in kept]
+        self.push_jobs(pushing)
         return [None if job is None else str(job["jid"]) for job in kept]
+
+    def _push_unique(self, jobs: list[dict[str, Any]]) -> set[int]:
+        """Push the unique jobs of ``jobs`` (`swarmd.unique`), each only if it took its lock; the
+        ``id()`` of each one refused. In a test mode every one goes to the sink (no locks there)."""
+        pending: list[tuple[dict[str, Any], str, int, Outgoing]] = []
+        for job in jobs:
+            ttl = unique.ttl_of(job)
+            if ttl is not None:
+                key = job[unique.FIELD] = unique.digest(job)
+                pending.append((job, key, ttl, to_outgoing(job)))
+        sink = _sink
+        if sink is not None:
+            sink([out for *_, out in pending])
+            return set()
+        if _unique_pusher is None:  # swarmd/__init__ imports swarmd.registry, which installs it
+            raise RuntimeError("swarmd.registry was not imported: unique jobs cannot be pushed")
+        entries = [(key, str(job["jid"]), ttl, out.raw, out.queue, out.at) for job, key, ttl, out in pending]
+        wait = self.settings.wait_replicas
+        try:
+            pushed, acked = _unique_pusher(self.redis, self.keys, entries, wait, self.settings.wait_timeout)
+        except connection.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        if acked is not None and acked < wait:
+            raise RedisUnavailable(
+                f"enqueue: Redis at {self.settings.describe()} took the unique job(s), but only {acked} "
+                f"of the {wait} replica(s) of wait_replicas confirmed them within "
+                f"{self.settings.wait_timeout:g} s"
+            )
+        return {id(job) for (job, *_), ok in zip(pending, pushed, strict=True) if not ok}
 
     def push(self, item: Mapping[str, Any]) -> str | None:
         """Sidekiq's ``Client.push``: a raw job hash with at least ``class`` and ``args``.
@@ -213,6 +248,20 @@ class Client:
                 )
             jobs.append(payload.build(name, args, None, options))
         return self._submit(jobs)
+
+
+# -- unique jobs: the push script is called through `swarmd.scripts` (a higher layer) ----------------
+UniqueEntry = tuple[str, str, int, bytes, str, float | None]
+"""One unique job to push: lock digest, jid, lock TTL (s), the job's bytes, queue, ``at`` (None: now)."""
+UniquePusher = Callable[[Any, Keys, list[UniqueEntry], int, float], tuple[list[bool], int | None]]
+_unique_pusher: UniquePusher | None = None
+
+
+def set_unique_pusher(pusher: UniquePusher) -> None:
+    """Installed by `swarmd.registry` at import: `swarmd.scripts.push_unique` (only `swarmd.scripts`
+    knows the script's layout, and this module is below it)."""
+    global _unique_pusher
+    _unique_pusher = pusher
 
 
 # -- client middleware -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import enum
+import json
 import math
 import os
 import re
@@ -54,12 +55,14 @@ from typing import Any
 import setproctitle
 import yaml
 
+from swarmd import cron
 from swarmd.errors import ConfigError
 from swarmd.syslogsink import InvalidTarget, facility_code, parse_address
 
 __all__ = [
     "DEFAULT_REDIS_URL",
     "Config",
+    "PeriodicEntry",
     "QueueOrder",
     "QueueSpec",
     "RedisSettings",
@@ -210,6 +213,8 @@ class Config:
     timeout_grace: float = 10.0  # a job still running this long after its limit: its worker is recycled
     limiter_backoff: float = 1.0  # first delay of a job rescheduled by a limiter; doubled each time ...
     limiter_backoff_max: float = 60.0  # ... up to this
+    periodic: tuple[PeriodicEntry, ...] = ()  # periodic jobs (README "Periodic jobs")
+    catch_up: float | None = None  # after downtime, the latest missed tick runs if at most this old
 
     @property
     def queue_order(self) -> QueueOrder:
@@ -252,7 +257,8 @@ _BOOLS, _LISTS = {"verbose", "preload"}, {"require", "labels", "delay_allow"}
 _NULLABLE_STRS = {"pidfile", "logfile", "namespace", "hostname"}
 _OTHERS = {"tag", "redis_url", "queues", "syslog", "metrics_port", "web", "log_format"}
 _CHOICES = {"log_format": ("text", "json")}
-_SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS
+_PERIODIC_KEYS = {"periodic", "catch_up"}  # file only: no SWARMD_* variable
+_SETTINGS = _INTS.keys() | _NUMBERS | _BOOLS | _LISTS | _NULLABLE_STRS | _OTHERS | _PERIODIC_KEYS
 _ALIASES = {"average_scheduled_poll_interval": "poll_interval", "dead_timeout_in_seconds": "dead_timeout"}
 _FILE_KEYS = _SETTINGS - {"redis_url"} | {"redis", "strict"} | _ALIASES.keys()
 _ENV_NAMES = (
@@ -298,6 +304,8 @@ def _int(value: Any, where: str, minimum: int, what: str = "an integer", null: b
 
 def _convert(name: str, value: Any, where: str, current: Any) -> Any:
     """`value` for setting `name` (whose value so far is `current`), checked and typed."""
+    if name in _PERIODIC_KEYS:
+        return _periodic_entries(value, where) if name == "periodic" else _catch_up(value, where)
     if name in _INTS:
         return _int(value, where, _INTS[name], null=name == "max_memory_mb")
     if name in _NULLABLE_NUMBERS and value is None:
@@ -362,6 +370,79 @@ def _encodable(text: str, where: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise _fail(where, "valid Unicode text (no lone surrogates)", text) from None
+
+
+# -- periodic jobs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeriodicEntry:
+    """One periodic job: ``job`` (a registered name) with ``args`` at each tick of ``cron``."""
+
+    cron: str
+    job: str
+    args: tuple[Any, ...] = ()
+    queue: str | None = None  # None: the job's own queue option, else "default"
+    timezone: str | None = None  # an IANA name; None: UTC
+    where: str = field(default="", compare=False)  # where it was written, for error lines
+
+
+_PERIODIC_FIELDS = ("cron", "job", "args", "queue", "timezone")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _periodic_entries(value: Any, where: str) -> tuple[PeriodicEntry, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise _fail(where, "a list of {cron, job, args, queue, timezone} entries", value)
+    entries = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(at, "a mapping with cron and job", item)
+        for key in item:
+            if key not in _PERIODIC_FIELDS:
+                raise _unknown(f"{at}.{key}", str(key), _PERIODIC_FIELDS)
+        for key in ("cron", "job"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise _fail(f"{at}.{key}", "a non-empty string", item.get(key))
+        args = item.get("args", [])
+        if args is None:
+            args = []
+        if not isinstance(args, list):
+            raise _fail(f"{at}.args", "a list", args)
+        try:
+            json.dumps(args, allow_nan=False)
+        except (TypeError, ValueError):
+            what = "JSON values (strings, numbers, booleans, null, lists, mappings)"
+            raise _fail(f"{at}.args", what, args) from None
+        queue = item.get("queue")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise _fail(f"{at}.queue", "a non-empty string", queue)
+        timezone = item.get("timezone")
+        try:
+            schedule = cron.parse(item["cron"], timezone)
+        except cron.CronError as exc:
+            raise ConfigError(f"{at}: {exc}") from None
+        entries.append(
+            PeriodicEntry(schedule.expr, item["job"].strip(), tuple(args), queue, timezone, where=at)
+        )
+    return tuple(entries)
+
+
+def _catch_up(value: Any, where: str) -> float | None:
+    """Seconds, or a duration such as ``90s``, ``15m``, ``1h``, ``2d``; null: no limit."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match:
+            seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+            if 0 < seconds < math.inf:
+                return seconds
+    elif not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < math.inf:
+        return float(value)
+    raise _fail(where, "a duration > 0 (seconds, or e.g. 90s, 15m, 1h, 2d) or null", value)
 
 
 def parse_queue(text: str) -> QueueSpec:

@@ -27,6 +27,7 @@ import logging
 import os
 import pwd
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("identity", metavar="IDENTITY", nargs="?")
         group.add_argument("--all", action="store_true", help="every live process")
         signal.set_defaults(signal=sig)
+    cmd("periodic", _periodic, "periodic jobs: each entry's schedule, last and next run").add_argument(
+        "--json", action="store_true"
+    )
     web = cmd("web", _web, "serve the web dashboard and /metrics (waitress; 127.0.0.1:7433 by default)")
     web.add_argument(
         "--bind", metavar="HOST:PORT", help="where to listen (default: web.bind, 127.0.0.1:7433)"
@@ -395,6 +399,58 @@ def _status(args: argparse.Namespace, config: Config, admin: Admin) -> int:
     return 0
 
 
+# -- periodic --------------------------------------------------------------------------------------
+def _periodic_iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+def _periodic(args: argparse.Namespace, config: Config, admin: Admin) -> int:
+    """``swarmctl periodic``: the entries the workers published (at their boot), soonest first."""
+    entries = admin.periodic()
+    if args.json:
+        listed = [
+            {
+                "job": e.job,
+                "cron": e.cron,
+                "timezone": e.timezone,
+                "args": e.args,
+                "queue": e.queue,
+                "last": _periodic_iso(e.last),
+                "next": _periodic_iso(e.next),
+                "published": _periodic_iso(e.seen),  # when a claimer last booted with it
+            }
+            for e in entries
+        ]
+        print(json.dumps(listed, indent=2))
+        return 0
+    if not entries:
+        print("no periodic jobs (a worker publishes its entries when it boots)")
+        return 0
+    now = time.time()
+
+    def when(ts: float | None, future: bool) -> str:
+        if ts is None:
+            return "-"
+        stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{stamp} ({'in ' if future else ''}{_age(abs(ts - now))}{'' if future else ' ago'})"
+
+    rows = [
+        (
+            e.job,
+            e.cron,
+            e.timezone or "UTC",
+            json.dumps(e.args),
+            e.queue or "-",
+            when(e.last, False),
+            when(e.next, True),
+        )
+        for e in entries
+    ]
+    for line in _table(("JOB", "CRON", "TIMEZONE", "ARGS", "QUEUE", "LAST (UTC)", "NEXT (UTC)"), rows):
+        print(line)
+    return 0
+
+
 # -- check and unit --------------------------------------------------------------------------------
 def _describe(config: Config) -> list[tuple[str, object]]:
     order = {QueueOrder.STRICT: "strict order", QueueOrder.RANDOM: "random order"}
@@ -446,6 +502,15 @@ def _check(config: Config) -> int:
     jobs = len(registry.registered())
     if config.require:
         print(f"{'jobs:':13} {jobs} job functions registered")
+    if config.periodic or registry.periodic_entries():
+        try:
+            registry.check_periodic(config.periodic)  # after require: the jobs the entries name exist
+            print(
+                f"{'periodic:':13} {_n(len(config.periodic) + len(registry.periodic_entries()), 'entry')} OK"
+            )
+        except ConfigError as exc:
+            _err(exc)
+            code = code or int(ExitCode.CONFIG)
     if not jobs and code == 0 and not config.delay_allow:
         # A worker would fail every job it fetches as UnknownJob: not a setup to start.
         where = f"require: {', '.join(config.require)}" if config.require else "require is empty"

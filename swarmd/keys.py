@@ -175,6 +175,21 @@ class Keys:
         """The key of limiter ``name`` of ``kind`` ("concurrent", "window" or "bucket")."""
         return self._k(f"swarmd:limiter:{kind}:{name}")
 
+    # -- periodic jobs (swarmd.periodic_jobs) ----------------------------------------------------------
+    @property
+    def periodic(self) -> str:
+        """Hash: periodic entry id -> the last tick claimed (epoch seconds); only ever moves forward."""
+        return self._k("swarmd:periodic")
+
+    def unique(self, digest: str) -> str:
+        """A unique job's lock (swarmd.unique): holds the jid of the job that took it; EX unique_for."""
+        return self._k(f"swarmd:unique:{digest}")
+
+    @property
+    def periodic_entries(self) -> str:
+        """Hash: periodic entry id -> the entry as JSON (job, cron, timezone, args, queue, seen)."""
+        return self._k("swarmd:periodic:entries")
+
 
 QUARANTINE_TAG = "quarantine-"
 """Starts the last part of a quarantine worker's identity (``host:pid:quarantine-<hex>``)."""

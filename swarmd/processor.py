@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from swarmd import aio, connection, context, hooks, limiter, metrics, payload, registry, timeouts
+from swarmd import aio, connection, context, hooks, limiter, metrics, payload, registry, timeouts, unique
 from swarmd.aio import StopCancelled
 from swarmd.busy import BusyJobs
 from swarmd.client import DELAYED
@@ -122,6 +122,10 @@ class Processor:
         name, jid = job.name, job.jid
         job_event(logging.DEBUG, name, jid, "start")
         token = context.start(job.data, name, jid)  # swarmd.current_job(), and class/jid in log lines
+        lock = unique.lock_of(job.data) if unique.FIELD in job.data else None
+        if lock is not None and unique.releases_at_start(job.data):
+            self._unlock(lock)
+            lock = None
         chain = hooks.server_middlewares()
         run: hooks.MiddlewareRun | None = None
         started = time.perf_counter()
@@ -153,8 +157,19 @@ class Processor:
             else:
                 job_event(logging.INFO, name, jid, f"done: {time.perf_counter() - started:.3f} sec")
                 self.fetcher.ack(work)
+                if lock is not None:  # unique_until: success
+                    self._unlock(lock)
         finally:
             context.current_var.reset(token)
+
+    def _unlock(self, lock: tuple[str, str]) -> None:
+        """Release a unique job's lock (`swarmd.unique`); on a Redis error it expires by its TTL."""
+        try:
+            self.retrier.scripts.unlock([lock])
+        except connection.RedisError as exc:
+            log.warning(
+                "could not release the unique lock of job %s (it expires by itself): %s", lock[1], exc
+            )
 
     def _failed(
         self,

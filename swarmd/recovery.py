@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from swarmd import connection, payload
+from swarmd import connection, payload, unique
 from swarmd.errors import POISON_JOB, DecodeError
 from swarmd.keys import Keys, is_quarantine_identity
 from swarmd.retrying import Backoff
@@ -125,7 +125,7 @@ def recover_worker(
             with contextlib.suppress(connection.RedisError):
                 lock.extend(LOCK_TTL, replace_ttl=True)
             done += result
-            if result.poisoned and on_poison is not None:
+            if result.poisoned:
                 _report_poison(scripts, jobs, on_poison)
             if len(raws) < BATCH:
                 break
@@ -149,18 +149,25 @@ def recover_worker(
             lock.release()
 
 
-def _report_poison(scripts: Scripts, jobs: Sequence[Rescue], on_poison: OnPoison) -> None:
-    """Call ``on_poison`` for the jobs of a batch that went to `dead` as poison in that call: their
-    poison record (it names this recovery) is in `dead`; the others went back to the quarantine."""
+def _report_poison(scripts: Scripts, jobs: Sequence[Rescue], on_poison: OnPoison | None) -> None:
+    """For the jobs of a batch that went to `dead` as poison in that call (their poison record, which
+    names this recovery, is in `dead`; the others went back to the quarantine): release the unique
+    lock a poison job holds (`swarmd.unique`), then call ``on_poison`` for each."""
     candidates = [job.poison for job in jobs if job.fate == "count"]
     if not candidates:
         return
     pipe = scripts.redis.pipeline(transaction=False)
     for poison in candidates:
         pipe.zscore(scripts.keys.dead, poison)
-    for poison, score in zip(candidates, pipe.execute(), strict=True):
-        if score is not None:
-            on_poison(json.loads(poison))
+    poisoned = [
+        json.loads(poison)
+        for poison, score in zip(candidates, pipe.execute(), strict=True)
+        if score is not None
+    ]
+    scripts.unlock([lock for data in poisoned if unique.FIELD in data and (lock := unique.lock_of(data))])
+    if on_poison is not None:
+        for data in poisoned:
+            on_poison(data)
 
 
 def recover_dead_workers(

@@ -19,20 +19,25 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from swarmd import cron, scripts, unique
 from swarmd.client import (
     DELAYED,
     CallCheck,
     Client,
     default_client,
     interval_to_epoch,
+    set_unique_pusher,
     when_to_epoch,
 )
-from swarmd.errors import BootError, DelayRefused, UnknownJob
+from swarmd.config import PeriodicEntry
+from swarmd.errors import BootError, ConfigError, DelayRefused, UnknownJob
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _OPTION_NAMES = {"queue", "retry", "backtrace", "retry_queue", "dead", "tags", "timeout"}
+_OPTION_NAMES |= unique.OPTIONS  # unique_for, unique_until (swarmd.unique)
+set_unique_pusher(scripts.push_unique)  # the client's unique pushes go through swarmd.scripts
 
 
 def check_timeout(value: Any, where: str) -> float | None:
@@ -100,6 +105,7 @@ class _Enqueuer(Generic[P]):
         if "timeout" in options:
             check_timeout(options["timeout"], "set()")
         client = options.pop("client", None) or self.client
+        options = unique.check_options(options, "set()")
         return JobOptions(self._job, {**self.options, **options}, client)
 
 
@@ -164,6 +170,7 @@ def job(
     if unknown:
         raise TypeError(f"@job: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
     check_timeout(options.get("timeout"), "@job")
+    options = unique.check_options(options, "@job")
     if queue is not None:
         options["queue"] = queue
     if retry is not None:
@@ -315,6 +322,8 @@ def import_require(spec: str) -> None:
             importlib.import_module(spec)
     except BootError:
         raise
+    except ConfigError as exc:  # swarmd's own check of the app's settings (a bad @swarmd.periodic): exit 78
+        raise ConfigError(f"require {spec}: {exc}") from exc
     except BaseException as exc:  # an app's import may raise anything, SystemExit included
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         raise BootError(f"require {spec} failed: {last}") from exc
@@ -408,3 +417,54 @@ def _same_file(a: str | None, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# -- periodic jobs (swarmd.periodic_jobs runs them) -------------------------------------------------------
+_periodic: list[PeriodicEntry] = []
+
+
+def periodic(cron_expr: str, timezone: str | None = None) -> Callable[[JobFunction[P, R]], JobFunction[P, R]]:
+    """Run a job function at each tick of ``cron_expr`` (5 fields, or 6 with seconds first) in
+    ``timezone`` (an IANA name; default UTC), stacked on ``@swarmd.job``::
+
+        @swarmd.periodic("0 * * * *")
+        @swarmd.job
+        def hourly_report(): ...
+
+    The function must take no required arguments. A bad expression or time zone raises `ConfigError`
+    (a worker importing the module exits 78)."""
+
+    def register(func: JobFunction[P, R]) -> JobFunction[P, R]:
+        if not isinstance(func, JobFunction):
+            raise TypeError(
+                f"@swarmd.periodic: expected an @swarmd.job function (stack @swarmd.periodic above "
+                f"@swarmd.job), got {func!r:.80}"
+            )
+        where = f"@swarmd.periodic({cron_expr!r}) on {func.job_name}"
+        try:
+            func.call_check.check((), {}, func.job_name)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: a periodic job takes no required arguments: {exc}") from None
+        try:
+            schedule = cron.parse(cron_expr, timezone)
+        except cron.CronError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        _periodic.append(PeriodicEntry(schedule.expr, func.job_name, (), None, timezone, where=where))
+        return func
+
+    return register
+
+
+def periodic_entries() -> list[PeriodicEntry]:
+    """The entries ``@swarmd.periodic`` registered in this process, in registration order."""
+    return list(_periodic)
+
+
+def check_periodic(entries: Sequence[PeriodicEntry]) -> None:
+    """Raise `ConfigError` for the first entry whose job no function is registered as (after
+    ``require``: the config's ``periodic:`` may name any job)."""
+    for entry in entries:
+        try:
+            lookup_job(entry.job)
+        except UnknownJob as exc:
+            raise ConfigError(f"{entry.where or 'periodic'}.job: {exc}") from None

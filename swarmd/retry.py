@@ -19,7 +19,7 @@ import random
 import traceback
 from typing import Any
 
-from swarmd import payload
+from swarmd import payload, unique
 from swarmd.errors import OverLimit
 from swarmd.payload import Work
 from swarmd.scripts import Scripts
@@ -116,8 +116,16 @@ class Retrier:
     def _store(self, work: Work, data: dict[str, Any] | None, mode: str, score: float) -> str:
         stored = work.raw if data is None else payload.encode(data)
         cutoff = payload.now() - self.dead_timeout
+        lock = unique.lock_of(data) if data is not None and unique.FIELD in data else None
         if not self.scripts.fail(
-            self.identity, work.raw, stored, mode, score, dead_cutoff=cutoff, dead_max_jobs=self.dead_max_jobs
+            self.identity,
+            work.raw,
+            stored,
+            mode,
+            score,
+            dead_cutoff=cutoff,
+            dead_max_jobs=self.dead_max_jobs,
+            unique=lock,
         ):
             log.warning(
                 "job was no longer in this worker's in-flight list: pushed back or recovered (it runs "

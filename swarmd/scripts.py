@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from swarmd.connection import Redis
 
-__all__ = ["Fate", "Fetched", "Grant", "Recovered", "Rescue", "Scripts"]
+__all__ = ["Claim", "Fate", "Fetched", "Grant", "Recovered", "Rescue", "Scripts", "UniquePush", "push_unique"]
 
 log = logging.getLogger("swarmd")
 
@@ -54,7 +55,8 @@ class Rescue(NamedTuple):
     queue: str = ""  # where it goes back to (fate "requeue")
 
 
-NAMES = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
+NAMES: tuple[str, ...] = ("fetch", "fail", "pushback", "schedule", "recover", "leave", "kill")
+NAMES = (*NAMES, "periodic", "unique", "unlock")  # periodic and unique jobs (the end of `Scripts`)
 LIMIT_NAMES = ("limit_concurrent", "limit_window", "limit_bucket", "overlimit")  # swarmd.limiter's
 
 
@@ -199,11 +201,13 @@ class Scripts:
         dead_cutoff: float = 0.0,
         dead_max_jobs: int = 0,
         now: float | None = None,
+        unique: tuple[str, str] | None = None,
     ) -> bool:
         """Take ``raw`` out of the private list and store ``stored`` in `retry` (``mode`` "retry") or
         `dead` ("dead": then drop entries scored below ``dead_cutoff`` and keep at most
         ``dead_max_jobs``), or nowhere ("drop"); count it as processed and failed. False when ``raw``
-        was no longer in the private list (nothing was done)."""
+        was no longer in the private list (nothing was done). ``unique``: the job's (lock digest, jid),
+        released when the job goes to `dead` or is dropped."""
         k = self.keys
         keys = [
             k.inflight(identity),
@@ -216,6 +220,9 @@ class Scripts:
         args: list[Any] = [raw, stored, score, STATS_TTL, mode]
         if mode == "dead":
             args += [dead_cutoff, dead_max_jobs]
+        if unique is not None:
+            keys.append(k.unique(unique[0]))
+            args.append(unique[1])
         return bool(self._run("fail", keys, args))
 
     def leave(self, identity: str) -> bool:
@@ -342,6 +349,89 @@ class Scripts:
         if this call removed it; False when it was no longer there (nothing was done)."""
         keys = [self.keys.inflight(identity), self.keys.schedule]
         return bool(self._run("overlimit", keys, [raw, stored, at]))
+
+    # -- periodic jobs ------------------------------------------------------------------------------
+    def periodic(self, claims: Sequence[Claim]) -> list[int]:
+        """Claim each entry's tick and push its job if this call claimed it (``lua/periodic.lua``), all
+        in one round trip. Per claim: 1 pushed, 0 already claimed (nothing done), -1 recorded without a
+        push (an entry seen for the first time, or a claim with ``push`` False)."""
+        if not claims:
+            return []
+        k = self.keys
+        keys = [k.periodic, k.queues, *(k.queue(c.queue) for c in claims)]
+        args: list[Any] = []
+        for c in claims:
+            args += [c.entry, repr(float(c.tick)), c.raw, c.queue, "1" if c.push else "0"]
+        return [int(x) for x in self._run("periodic", keys, args)]
+
+    # -- unique jobs --------------------------------------------------------------------------------
+    def unlock(self, locks: Sequence[tuple[str, str]]) -> int:
+        """Release unique locks given as (digest, jid), each only if it still holds that jid
+        (``lua/unlock.lua``). Returns how many were released."""
+        if not locks:
+            return 0
+        released: int = self._run(
+            "unlock", [self.keys.unique(digest) for digest, _ in locks], [jid for _, jid in locks]
+        )
+        return released
+
+
+def push_unique(
+    redis: Redis,
+    keys: Keys,
+    entries: Sequence[tuple[str, str, int, bytes, str, float | None]],
+    wait: int = 0,
+    wait_timeout: float = 1.0,
+) -> tuple[list[bool], int | None]:
+    """Push unique jobs with ``lua/unique.lua`` (each only if it took its lock), in one round trip;
+    with ``wait`` then WAIT for that many replicas on the same connection (a pipeline). Returns whether
+    each job was pushed, and the replicas WAIT counted (None without ``wait``). The client's path
+    (`swarmd.client` calls it through the hook `swarmd.registry` installs)."""
+    script = _unique_script(redis)
+    key_list = [keys.queues]
+    args: list[Any] = []
+    for job in map(UniquePush._make, entries):
+        key_list += [keys.unique(job.digest), keys.schedule if job.at is not None else keys.queue(job.queue)]
+        args += [job.jid, job.ttl, job.raw, job.queue, "" if job.at is None else repr(float(job.at))]
+    if not wait:
+        return [bool(int(x)) for x in script(keys=key_list, args=args)], None
+    pipe = redis.pipeline(transaction=False)
+    script(keys=key_list, args=args, client=pipe)
+    pipe.wait(wait, max(1, int(wait_timeout * 1000)))
+    pushed, acked = pipe.execute()
+    return [bool(int(x)) for x in pushed], int(acked)
+
+
+_unique_scripts: weakref.WeakKeyDictionary[Any, Script] = weakref.WeakKeyDictionary()
+
+
+def _unique_script(redis: Redis) -> Script:
+    """``lua/unique.lua`` registered on ``redis`` (once per client: no round trip)."""
+    script = _unique_scripts.get(redis)
+    if script is None:
+        script = _unique_scripts[redis] = redis.register_script(source("unique"))
+    return script
+
+
+class UniquePush(NamedTuple):
+    """One unique job, as `push_unique` pushes it (given as a plain tuple in this order)."""
+
+    digest: str  # its lock's name (`swarmd.unique.digest`)
+    jid: str
+    ttl: int  # unique_for, seconds
+    raw: bytes
+    queue: str
+    at: float | None  # None: now (its queue), else its score in `schedule`
+
+
+class Claim(NamedTuple):
+    """One periodic entry's tick, as `Scripts.periodic` claims it."""
+
+    entry: str  # the entry's id
+    tick: float  # epoch seconds
+    raw: bytes  # the job as it goes into its queue
+    queue: str
+    push: bool = True  # False: only record the tick (a missed tick older than catch_up)
 
 
 def sum_ints(a: int, b: int) -> int:

@@ -343,11 +343,13 @@ class Supervisor:
             slot.incoming = None
             self._replacement_failed(slot, child, how, now, counts=code != ExitCode.UNAVAILABLE)
             return
-        boot_failure = code in (ExitCode.UNAVAILABLE, ExitCode.SOFTWARE) or child.aborted
+        boot_failure = code in (ExitCode.UNAVAILABLE, ExitCode.SOFTWARE, ExitCode.CONFIG) or child.aborted
         if child.booted_at is None and self.phase is Phase.STARTING and boot_failure:
-            # Exit 70 (BootError: the import of `require` failed), 69 (Redis) or a boot timeout. Any
+            # Exit 70 (BootError: the import of `require` failed), 78 (a setting the app's code
+            # refutes: a periodic entry naming no registered job), 69 (Redis) or a boot timeout. Any
             # other death before "booted" (a poison job fetched at once, the OOM killer) is a crash.
-            code = int(ExitCode.UNAVAILABLE) if code == ExitCode.UNAVAILABLE else int(ExitCode.SOFTWARE)
+            if code not in (ExitCode.UNAVAILABLE, ExitCode.CONFIG):
+                code = int(ExitCode.SOFTWARE)
             log.error(
                 "%s %s before it booted (its error is logged above); stopping the swarm", child.name, how
             )

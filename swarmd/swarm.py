@@ -158,7 +158,8 @@ class _Loop:
             if reason is not None:  # counted in Redis by the first heartbeat (swarmd_worker_restarts_total)
                 metrics.PROCESS.note_restart(reason)
             try:
-                worker = Worker(config, identity, quarantine=quarantine)
+                # The worker of slot 0 claims the swarm's periodic ticks (swarmd.periodic_jobs).
+                worker = Worker(config, identity, quarantine=quarantine, periodic=index == 0)
                 reporter = _Reporter(ctl_w)
                 worker.tell_deadline = reporter.stuck_at
                 return worker.run(on_tick=reporter, parent_fd=self.alive_r)

@@ -48,10 +48,11 @@ import setproctitle
 from swarmd import aio, connection, control, hooks, limiter, logs, recovery, registry, timeouts
 from swarmd.busy import BusyJobs
 from swarmd.config import Config
-from swarmd.errors import BootError, ExitCode, RedisUnavailable
+from swarmd.errors import BootError, ConfigError, ExitCode, RedisUnavailable
 from swarmd.fetch import Fetcher
 from swarmd.heartbeat import Heartbeat, new_identity
 from swarmd.keys import QUARANTINE_TAG, Keys, is_quarantine_identity
+from swarmd.periodic_jobs import Periodic
 from swarmd.processor import Processor, poison_reporter
 from swarmd.retry import Retrier
 from swarmd.retrying import Backoff, until_redis_answers
@@ -77,7 +78,14 @@ def dump_threads() -> None:
 
 
 class Worker:
-    def __init__(self, config: Config, identity: str | None = None, *, quarantine: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        identity: str | None = None,
+        *,
+        quarantine: bool = False,
+        periodic: bool = True,
+    ) -> None:
         if quarantine:
             config = dataclasses.replace(config, concurrency=1, labels=(*config.labels, "quarantine"))
             identity = identity or f"{new_identity().rsplit(':', 1)[0]}:{QUARANTINE_TAG}{os.urandom(6).hex()}"
@@ -109,6 +117,8 @@ class Worker:
         # supervisor's end of the control pipe learns when a limited job would be stuck (`swarm`).
         self.tell_deadline: Callable[[float | None], None] | None = None
         self.watchdog = timeouts.Watchdog(config.timeout_grace, self._job_stuck, self._stuck_at)
+        self.runs_periodic = periodic and not quarantine  # this swarm's claimer of periodic ticks
+        self.periodic: Periodic | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +136,8 @@ class Worker:
                 started = hooks.run_boot_hooks("startup", awaiter=aio.run, skip=started)
         self._started_hooks = True
         self._app_hooks()
+        if not self.quarantine:
+            registry.check_periodic(cfg.periodic)  # a config naming an unknown job: exit 78
         pool_size = cfg.concurrency + len(cfg.queues) + 4
         self._redis = redis = connection.connect(
             cfg.redis, blocking_timeout=cfg.fetch_timeout, max_connections=pool_size
@@ -161,6 +173,7 @@ class Worker:
         # without a liveness key and a registry entry that lead to it.
         self.heartbeat.beat()
         recovery.recover_dead_workers(scripts, self.identity, on_poison=poison_reporter())
+        self._start_periodic()
         for _ in range(cfg.concurrency):
             self._add_processor()
         self.fetcher.start()
@@ -190,6 +203,22 @@ class Worker:
                 " (except swarmd.delay calls under delay_allow)" if cfg.delay_allow else "",
                 cfg.path or "config/swarmd.yml",
             )
+
+    def _start_periodic(self) -> None:
+        """This swarm's claimer of periodic ticks (`swarmd.periodic_jobs`): the first claim is at the first
+        housekeeping pass (a missed tick within catch_up runs then)."""
+        entries = [*self.config.periodic, *registry.periodic_entries()]
+        if not self.runs_periodic or not entries:
+            return
+        jobs = registry.registered()
+        options = {e.job: jobs[e.job].options for e in entries if e.job in jobs}
+        self.periodic = Periodic(self.scripts, entries, options, self.config.catch_up)
+        self.periodic.publish()
+        log.info(
+            "periodic: %d entr%s claimed by this worker",
+            len(self.periodic.states),
+            "y" if len(self.periodic.states) == 1 else "ies",
+        )
 
     def _app_hooks(self) -> None:
         """The app's side of the boot once ``require`` is imported and the on_startup hooks ran:
@@ -340,6 +369,11 @@ class Worker:
                 self.quarantine_waiting = self.scheduler.quarantined
                 if self.quarantine:
                     self._check_idle(now)
+        periodic = self.periodic
+        wall = time.time()
+        if periodic is not None and not stopping and not self.fetcher.is_quiet and wall >= periodic.due:
+            with self._step("periodic"):
+                periodic.tick(wall)
         if not stopping and now >= self._next_recovery:
             self._next_recovery = now + cfg.recovery_interval
             with self._step("recovery"):
@@ -356,9 +390,13 @@ class Worker:
             if not self.stopping:
                 self._add_processor()
         self._set_title()
-        due = min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0)
-        renewal = limiter.next_renewal()
-        return max(0.0, min(due, renewal if renewal is not None else due) - now)
+        wake = min(self._next_beat, self._next_poll, self._next_recovery, now + 1.0)
+        renewal = limiter.next_renewal()  # limiter leases of running jobs (swarmd.limiter)
+        if renewal is not None:
+            wake = min(wake, renewal)
+        if periodic is not None:  # wall clock to monotonic: wake at the next tick
+            wake = min(wake, now + max(0.0, periodic.due - time.time()))
+        return max(0.0, wake - now)
 
     @contextlib.contextmanager
     def _step(self, what: str) -> Iterator[None]:
@@ -448,7 +486,7 @@ class Worker:
             signal.signal(sig, lambda s, f: None)  # the wakeup fd carries the signal number
         try:
             self.start()
-        except (BootError, RedisUnavailable) as exc:
+        except (BootError, ConfigError, RedisUnavailable) as exc:
             log.error("%s", exc)
             self._at_exit()
             return int(exc.exit_code)

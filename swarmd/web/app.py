@@ -82,6 +82,7 @@ URLS = Map(
             "/<any(retries, scheduled, dead):section>/<path:key>", endpoint="entry", methods=["GET", "POST"]
         ),
         Rule("/job-metrics", endpoint="job_metrics"),
+        Rule("/periodic", endpoint="periodic"),
         Rule("/metrics", endpoint="metrics"),
         Rule("/static/<path:filename>", endpoint="static"),
     ],
@@ -227,6 +228,7 @@ class Dashboard:
             "set": self.sorted_set,
             "entry": self.entry,
             "job_metrics": self.job_metrics,
+            "periodic": self.periodic,
             "static": self.static,
         }
 
@@ -566,6 +568,15 @@ class Dashboard:
             chart=chart,
             labels=metrics.LABELS,
         )
+
+    def periodic(self, request: Request, adapter: MapAdapter) -> Response:
+        """The periodic entries the workers published, with their last and next run."""
+
+        def at(ts: float | None) -> dt.datetime | None:
+            return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+
+        rows = [(e, at(e.last), at(e.next)) for e in self.admin.periodic()]
+        return self.render(request, adapter, "periodic.html", rows=rows)
 
     def static(self, request: Request, adapter: MapAdapter, filename: str) -> Response:
         if filename not in STATIC_FILES:

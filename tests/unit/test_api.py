@@ -39,6 +39,7 @@ PUBLIC = [
     "on_failure",
     "on_shutdown",
     "on_startup",
+    "periodic",
     "push",
     "server_middleware",
     "testing",

@@ -12,6 +12,7 @@ import yaml
 
 from swarmd.config import (
     Config,
+    PeriodicEntry,
     QueueOrder,
     QueueSpec,
     SyslogConfig,
@@ -133,7 +134,16 @@ def test_every_config_field_is_a_file_key(tmp_path: Path) -> None:
     """A setting added to `Config` must be settable from the file (`redis` is the next test's)."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(Config):
-        if field.name in ("path", "environment", "redis", "syslog", "queues", "web", "metrics_port"):
+        if field.name in (
+            "path",
+            "environment",
+            "redis",
+            "syslog",
+            "queues",
+            "web",
+            "metrics_port",
+            "periodic",
+        ):
             continue  # structured values: their own tests below
         default = field.default
         if isinstance(default, tuple):
@@ -925,3 +935,50 @@ def test_web_and_metrics_port_errors_are_one_line(tmp_path: Path, text: str, mes
     with pytest.raises(ConfigError) as err:
         load(tmp_path, text + "\n")
     assert str(err.value).endswith(message) and "\n" not in str(err.value)
+
+
+# -- periodic jobs ---------------------------------------------------------------------------------
+
+
+def test_periodic_entries_and_catch_up_load_with_the_environment_section_over_the_top_level(
+    tmp_path: Path,
+) -> None:
+    text = """
+periodic:
+  - {cron: "*/5 * * * *", job: Report, args: [1, "x"], queue: low, timezone: Europe/Berlin}
+catch_up: 1h
+production:
+  periodic:
+    - {cron: "0  3 * * *", job: Nightly}
+  catch_up: 90
+"""
+    dev = load(tmp_path, text)
+    assert dev.periodic == (PeriodicEntry("*/5 * * * *", "Report", (1, "x"), "low", "Europe/Berlin"),)
+    assert dev.catch_up == 3600.0
+    prod = load(tmp_path, text, "production")
+    assert prod.periodic == (PeriodicEntry("0 3 * * *", "Nightly"),)  # spaces normalised
+    assert prod.catch_up == 90.0
+    assert load(tmp_path, "").periodic == () and load(tmp_path, "").catch_up is None
+    assert load(tmp_path, "catch_up: 15m").catch_up == 900.0
+    assert load(tmp_path, "catch_up: 2d").catch_up == 172800.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("periodic: {cron: x}", "periodic: expected a list of {cron, job, args, queue, timezone} entries"),
+        ("periodic: [{cron: '61 * * * *', job: J}]", "periodic[0]: bad cron expression '61 * * * *'"),
+        ("periodic: [{cron: '* * * * *', job: J, timezone: Moon/Base}]", "periodic[0]: unknown time zone"),
+        ("periodic: [{cron: '* * * * *', job: J, args: 5}]", "periodic[0].args: expected a list, got 5"),
+        ("periodic: [{cron: '* * * * *', job: J, queue: ''}]", "periodic[0].queue: expected a non-empty"),
+        ("periodic: [{cron: '* * * * *', job: J, tz: UTC}]", "periodic[0].tz: unknown key"),
+        ("periodic: [{cron: '* * * * *'}]", "periodic[0].job: expected a non-empty string, got null"),
+        ("catch_up: soon", "catch_up: expected a duration > 0"),
+        ("catch_up: 0", "catch_up: expected a duration > 0"),
+    ],
+)
+def test_a_bad_periodic_setting_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert message in str(info.value) and "\n" not in str(info.value)

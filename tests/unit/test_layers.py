@@ -23,11 +23,13 @@ LAYERS: dict[str, int] = {
     "version": 0,  # the one version string
     "procfs": 0,  # every /proc reader
     "busy": 0,  # the lock-guarded table of running jobs
+    "cron": 0,  # cron schedules in a time zone (cronsim): pure, read by `config` and the periodic jobs
     "syslogsink": 0,  # a leaf, so that `config` checks syslog addresses with the handler's own parser
     "config": 1,
     "timeouts": 1,  # the per-job time limit watchdog (errors only), built by `worker`, armed by `processor`
     "metrics": 1,  # the per-class job metrics aggregate and its Redis layout (keys, errors only)
     "payload": 1,
+    "unique": 1,  # unique jobs' options and lock digest (pure): read by `client`, `registry`, `processor`
     "connection": 2,
     "context": 2,  # the running job (`current_job`): read by `logs`, set by `processor` and `testing`
     "aio": 2,  # the worker's event loop for async jobs: a leaf, started lazily after fork
@@ -42,6 +44,7 @@ LAYERS: dict[str, int] = {
     "scripts": 3,
     "retrying": 3,  # retry until Redis answers: needs `connection` for its errors
     "registry": 4,
+    "periodic_jobs": 4,  # claims periodic ticks (over `scripts`, `cron`); run by `worker`, listed by `admin`
     "fetch": 4,
     "retry": 4,
     "scheduler": 4,
