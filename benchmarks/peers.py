@@ -28,7 +28,10 @@ MULTI, once per 5 s, is counted command by command); the ceiling's are its pipel
 plus the bodies' own commands.
 
     python benchmarks/peers.py [--jobs 20000] [--runs 3] [--processes 1,2] [--shapes noop,redis,io,cpu]
-                               [--systems swarmd,sidekiq,ceiling] [--markdown]
+                               [--systems swarmd,sidekiq,ceiling] [--markdown] [--baseline DIR]
+
+``--baseline DIR`` adds the system ``base``: swarmd imported from ``DIR/swarmd`` (say, ``git archive``
+of an older commit unpacked there), run in turn with the others, for before/after comparisons.
 
 ``cpu`` runs N/5 jobs (each takes ~1 ms of one core). Needs ``ruby`` and the ``sidekiq`` gem
 (``apt-get install ruby-sidekiq``) for the Sidekiq rows.
@@ -54,7 +57,7 @@ import redis
 from swarmd.devredis import RedisServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SYSTEMS = ("swarmd", "sidekiq", "ceiling")
+SYSTEMS = ("swarmd", "sidekiq", "ceiling", "base")
 SHAPE_NAMES = ("noop", "redis", "io", "cpu")
 
 RUBY_JOB = textwrap.dedent(
@@ -143,16 +146,18 @@ def session_pids(leaders: list[int]) -> list[int]:
     return found
 
 
-def usage(leaders: list[int]) -> tuple[float, dict[tuple[int, int], tuple[int, int]]]:
-    """(CPU seconds of the sessions' processes, {(pid, tid): (voluntary, involuntary) switches})."""
+def usage(leaders: list[int]) -> tuple[float, float, dict[tuple[int, int], tuple[int, int]]]:
+    """(CPU seconds of the sessions' processes, of it in the kernel, {(pid, tid): (voluntary,
+    involuntary) switches})."""
     tick = os.sysconf("SC_CLK_TCK")
-    cpu = 0.0
+    cpu = kernel = 0.0
     switches: dict[tuple[int, int], tuple[int, int]] = {}
     for pid in session_pids(leaders):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             cpu += (int(fields[11]) + int(fields[12])) / tick
+            kernel += int(fields[12]) / tick
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
@@ -169,7 +174,7 @@ def usage(leaders: list[int]) -> tuple[float, dict[tuple[int, int], tuple[int, i
                 elif line.startswith("nonvoluntary_ctxt_switches:"):
                     invol = int(line.split()[1])
             switches[(pid, int(tid))] = (vol, invol)
-    return cpu, switches
+    return cpu, kernel, switches
 
 
 def commands(system: str, calls: Counter[str], ceiling_trips: int, body: int) -> tuple[float, float]:
@@ -177,7 +182,7 @@ def commands(system: str, calls: Counter[str], ceiling_trips: int, body: int) ->
     the redis shape; redis-py sends it as INCRBY, which swarmd's scripts use too, so it is not told
     apart by name). See the module docstring."""
     total = sum(calls.values())
-    if system == "swarmd":
+    if system in ("swarmd", "base"):
         trips = body + sum(n for k, n in calls.items() if k in SWARMD_TRIPS)
     elif system == "ceiling":
         trips = body + ceiling_trips
@@ -193,7 +198,7 @@ def run_once(
     h.call("flushall")
     subprocess.run(["ruby", "fill.rb", str(jobs)], cwd=workdir, env=env, check=True)
     env = {**env, "BENCH_SHAPE": shape}
-    if system == "swarmd":
+    if system in ("swarmd", "base"):
         cmds = [[sys.executable, "-m", "swarmd", "-r", "peerjobs", "-c", "10", "-p", str(processes)]]
         cmds[0] += ["--redis-url", url]
     elif system == "sidekiq":
@@ -218,18 +223,18 @@ def run_once(
             check_alive()
             time.sleep(0.002)
         t0 = time.perf_counter()
-        cpu0, sw0 = usage(leaders)
+        cpu0, sys0, sw0 = usage(leaders)
         while True:
             check_alive()
             if h.call("llen", "queue:default") == 0 and not (
                 (shape == "redis" and int(h.call("get", "bench:incr") or 0) < jobs)
-                or (system == "swarmd" and int(h.call("get", "stat:processed") or 0) < jobs)
+                or (system in ("swarmd", "base") and int(h.call("get", "stat:processed") or 0) < jobs)
                 or (system == "ceiling" and h.call("keys", "ceiling:p:*"))
             ):
                 break
             time.sleep(0.005)
         t1 = time.perf_counter()
-        cpu1, sw1 = usage(leaders)
+        cpu1, sys1, sw1 = usage(leaders)
         after = h.commandstats()
     finally:
         for p in procs:
@@ -249,6 +254,7 @@ def run_once(
     return {
         "jobs_s": jobs / (t1 - t0),
         "cpu_us": (cpu1 - cpu0) * 1e6 / jobs,
+        "sys_us": (sys1 - sys0) * 1e6 / jobs,
         "vcs": vol / jobs,
         "ivcs": invol / jobs,
         "trips": trips / jobs,
@@ -269,7 +275,7 @@ def report(
 ) -> None:
     print()
     print(
-        f"{'shape':6} {'P':>2} {'system':8} {'jobs/s':>8} {'[min - max]':>17} {'CPU us/job':>10} "
+        f"{'shape':6} {'P':>2} {'system':8} {'jobs/s':>8} {'[min - max]':>17} {'CPU us/job':>10} {'sys':>5} "
         f"{'vcs/job':>8} {'ivcs/job':>8} {'trips/job':>9} {'cmds/job':>8}"
     )
     for shape in shapes:
@@ -281,17 +287,19 @@ def report(
                 rate = [x["jobs_s"] for x in runs]
                 print(
                     f"{shape:6} {p:>2} {system:8} {med(rate):8.0f} [{min(rate):7.0f} - {max(rate):7.0f}] "
-                    f"{med([x['cpu_us'] for x in runs]):10.1f} {med([x['vcs'] for x in runs]):8.2f} "
+                    f"{med([x['cpu_us'] for x in runs]):10.1f} {med([x['sys_us'] for x in runs]):5.0f} "
+                    f"{med([x['vcs'] for x in runs]):8.2f} "
                     f"{med([x['ivcs'] for x in runs]):8.2f} {med([x['trips'] for x in runs]):9.2f} "
                     f"{med([x['cmds'] for x in runs]):8.2f}"
                 )
             ratios = []
-            ours = results.get((shape, p, "swarmd"))
-            for other in ("sidekiq", "ceiling"):
-                theirs = results.get((shape, p, other))
-                if ours and theirs:
-                    ratio = med([x["jobs_s"] for x in ours]) / med([x["jobs_s"] for x in theirs])
-                    ratios.append(f"swarmd/{other} {ratio:.2f}")
+            for mine in ("swarmd", "base"):
+                ours = results.get((shape, p, mine))
+                for other in ("sidekiq", "ceiling", "base"):
+                    theirs = results.get((shape, p, other))
+                    if ours and theirs and other != mine:
+                        ratio = med([x["jobs_s"] for x in ours]) / med([x["jobs_s"] for x in theirs])
+                        ratios.append(f"{mine}/{other} {ratio:.2f}")
             if ratios:
                 print(f"{'':18} {', '.join(ratios)}")
     if not markdown:
@@ -311,7 +319,8 @@ def report(
                     continue
                 medians[system] = med(rate)
                 cost = (
-                    f"{med([x['cpu_us'] for x in runs]):.0f} µs CPU, "
+                    f"{med([x['cpu_us'] for x in runs]):.0f} µs CPU "
+                    f"({med([x['sys_us'] for x in runs]):.0f} sys), "
                     f"{med([x['vcs'] for x in runs]):.2f}+{med([x['ivcs'] for x in runs]):.2f} cs, "
                     f"{med([x['trips'] for x in runs]):.2f} trips"
                 )
@@ -331,9 +340,12 @@ def main() -> None:
     ap.add_argument("--shapes", default=",".join(SHAPE_NAMES))
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--markdown", action="store_true", help="also print README's table")
+    ap.add_argument("--baseline", help="a folder holding another swarmd/ to compare with (system 'base')")
     args = ap.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
     systems = [s for s in args.systems.split(",") if s]
+    if args.baseline:
+        systems.append("base")
     processes = [int(p) for p in args.processes.split(",") if p]
     if set(shapes) - set(SHAPE_NAMES) or set(systems) - set(SYSTEMS):
         raise SystemExit(f"--shapes: one of {SHAPE_NAMES}; --systems: one of {SYSTEMS}")
@@ -347,16 +359,21 @@ def main() -> None:
             with open(os.path.join(d, name), "w") as f:
                 f.write(text)
         env = {**os.environ, "REDIS_SOCKET": server.socket, "BENCH_REDIS_URL": server.url}
+        base_env = {**env, "PYTHONPATH": os.path.abspath(args.baseline or ".")}
         for run in range(args.runs):
             for p in processes:
                 for shape in shapes:
                     jobs = args.jobs // 5 if shape == "cpu" else args.jobs
                     for system in systems:
-                        res = run_once(system, shape, p, jobs, d, server.url, env)
+                        res = run_once(
+                            system, shape, p, jobs, d, server.url, base_env if system == "base" else env
+                        )
                         results.setdefault((shape, p, system), []).append(res)
                         print(
                             f"run {run + 1}: {shape:5} P={p} {system:8} {res['jobs_s']:8.0f} jobs/s, "
-                            f"{res['cpu_us']:.0f} us CPU/job, {res['trips']:.2f} trips/job",
+                            f"{res['cpu_us']:.0f} us CPU/job ({res['sys_us']:.0f} sys), "
+                            f"{res['trips']:.2f} trips/job, "
+                            f"{res['vcs']:.2f}+{res['ivcs']:.2f} cs/job",
                             flush=True,
                         )
     print(

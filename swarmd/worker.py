@@ -140,6 +140,7 @@ class Worker:
             wait_replicas=wait,
             wait_timeout=cfg.redis.wait_timeout,
             quarantine=self.quarantine,
+            ahead_max=2 * cfg.concurrency,
         )
         self.retrier = Retrier(
             scripts,
