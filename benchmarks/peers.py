@@ -338,13 +338,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--processes", default="1,2", help="comma-separated process counts")
     ap.add_argument("--shapes", default=",".join(SHAPE_NAMES))
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default="swarmd,sidekiq,ceiling")
     ap.add_argument("--markdown", action="store_true", help="also print README's table")
     ap.add_argument("--baseline", help="a folder holding another swarmd/ to compare with (system 'base')")
     args = ap.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
     systems = [s for s in args.systems.split(",") if s]
-    if args.baseline:
+    if args.baseline and "base" not in systems:
         systems.append("base")
     processes = [int(p) for p in args.processes.split(",") if p]
     if set(shapes) - set(SHAPE_NAMES) or set(systems) - set(SYSTEMS):

@@ -24,17 +24,18 @@ every idle processor wakes one more to lead the next; a job a waiter brings wake
 for it, one to fetch what may have come with it). Acks ride with the next fetch, or with the
 housekeeping loop's flush within a second.
 
-Fetching ahead (``ahead_max`` > 0; the worker passes twice its concurrency). While the queues hold
+Fetching ahead (``ahead_max`` > 0; the worker passes four times its concurrency). While the queues hold
 more than the idle processors take, the buffer also keeps the jobs the processors will take in the
 next `AHEAD_S` (from the rate they took jobs at lately; at most ``ahead_max``): a processor that
 finishes a job finds the next one there instead of leading a round trip of its own or, worse, waiting
 for another processor's (one fetch is in flight at a time). The refills are done by the *ahead* thread,
-which a processor wakes when it takes the buffer below that target, so no processor waits on them;
-they carry the pending acks like any fetch. A job taken ahead waits in the buffer about `AHEAD_S`, and
-jobs slower than that are never taken ahead (the rate stays below 1/`AHEAD_S` per thread). Buffered
-jobs are in the private list like running ones: quiet and stop push them back, recovery finds them.
-With an empty buffer a processor leads as before, so an idle worker's pickup is unchanged. The
-quarantine worker never fetches ahead.
+which a processor wakes when it takes the buffer below half of that target (`REFILL_AT`: refilling in
+chunks, rather than a job or two at a time, halves the fetches and the thread's wake-ups), so no
+processor waits on them; they carry the pending acks like any fetch. A job taken ahead waits in the
+buffer about `AHEAD_S`, and jobs slower than that are never taken ahead (the rate stays below
+1/`AHEAD_S` per thread). Buffered jobs are in the private list like running ones: quiet and stop push
+them back, recovery finds them. With an empty buffer a processor leads as before, so an idle worker's
+pickup is unchanged. The quarantine worker never fetches ahead.
 
 Quarantine mode (``quarantine=True``, the quarantine worker: concurrency 1). Jobs come from the
 quarantine list instead of the queues, each `Work` keeps its own queue (read from the job: a retry goes
@@ -76,6 +77,7 @@ log = logging.getLogger("swarmd")
 
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
 AHEAD_S = 0.01  # the buffer keeps what the processors take in this long (see the module docstring)
+REFILL_AT = 0.5  # ... and is refilled once it is down to this share of that
 RATE_WINDOW_S = 0.01  # the rate the processors take jobs at is measured over at least this long...
 RATE_MEMORY_S = 0.05  # ...and smoothed over this long (after a pause, only the new rate counts)
 
@@ -174,7 +176,7 @@ class Fetcher:
                         work = self._buffer.popleft()
                         if (
                             self._ahead
-                            and len(self._buffer) < self._idle - 1 + self._ahead
+                            and len(self._buffer) < self._idle - 1 + self._ahead * REFILL_AT
                             and not self._fetching
                             and not self._dry
                         ):
@@ -370,7 +372,7 @@ class Fetcher:
                     and not self._fetching
                     and not self._dry
                     and self._ahead
-                    and len(self._buffer) < self._idle + self._ahead
+                    and len(self._buffer) < self._idle + self._ahead * REFILL_AT
                 ):
                     self._lead(ahead=True)
                 else:
