@@ -56,6 +56,32 @@ def kind(thread: str) -> str:
     return re.sub(r"\s*\(?0x[0-9a-f]+\)?", "", thread).strip() or "?"
 
 
+PARTS = (  # (a frame's text contains, the part of the job path it stands for), first match wins
+    ("shapes.py", "the job body"),
+    ("Fetcher._lead", "fetch (the script call, its reply, the buffer)"),
+    ("Fetcher._wait_on", "waiter (BLMOVE)"),
+    ("job_event", "the per-job log line"),
+    ("_flush_loop", "log flusher thread"),
+    ("decode (", "payload decode and checks"),
+    ("busy.py", "busy map"),
+    ("metrics.py", "per-class metrics"),
+    ("context.py", "job context"),
+    ("Fetcher.get", "hand-off (get)"),
+    ("Fetcher.ack", "hand-off (ack)"),
+    ("Processor._invoke", "registry lookup and call"),
+    ("Processor.process", "processor (the rest of process())"),
+    ("Processor._run", "processor loop"),
+    ("Worker.run", "main thread (housekeeping)"),
+)
+
+
+def part_of(stack: str) -> str:
+    for needle, part in PARTS:
+        if needle in stack:
+            return part
+    return "other"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="redis")
@@ -117,8 +143,10 @@ def main() -> None:
     )
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     totals: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     for line in lines:
         stack, _, count = line.rpartition(" ")
+        parts[part_of(stack)] += int(count)
         frames = stack.split(";")
         thread = kind(frames[0]) if frames else "?"
         frames = frames[1:]
@@ -133,6 +161,10 @@ def main() -> None:
         )
         by_kind[thread][f"{leaf}  <- {ours}"] += int(count)
         totals[thread] += int(count)
+    whole = sum(parts.values())
+    print(f"\nby part of the job path, all threads ({whole} samples):")
+    for what, n in parts.most_common():
+        print(f"  {100 * n / whole:5.1f}%  {what}")
     for thread, counts in sorted(by_kind.items(), key=lambda kv: -totals[kv[0]]):
         print(f"\n{thread}: {totals[thread]} samples")
         for what, n in counts.most_common(args.top):
