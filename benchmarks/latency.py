@@ -1,17 +1,29 @@
-"""Idle pickup latency and idle memory of one worker (run by ``make bench``).
+"""Pickup latency (idle and under load) and idle memory of one worker (run by ``make bench``).
 
-Starts ``swarmd`` (one worker, concurrency 10) on empty queues, then pushes 200 jobs one at a time,
-20 ms apart. Each job records ``time.time() - enqueued_at`` (the job's own payload field, read with
-``swarmd`` job kwargs) to a file. Prints p50/p90/p99/max pickup latency, and the worker's RSS and
-PSS after it has been idle for 3 s.
+Starts ``swarmd`` (one worker, concurrency 10) on empty queues, then
 
-    python benchmarks/latency.py [--jobs 200]
+1. idle: pushes 200 jobs one at a time, 20 ms apart;
+2. under load (``--busy 0.8``): pushes jobs that each sleep ``--hold`` ms (10) at random (Poisson)
+   times, for ``--seconds`` (5), at the rate that keeps that share of the 10 threads busy: 0.8 x 10 /
+   the jobs' real duration, measured first on 20 of them (a 10 ms sleep takes longer on a busy
+   machine).
+
+Each job records when it was sent (its argument, taken just before the enqueue), when it started and
+when it ended, to a file. Prints p50/p90/p99/max pickup latency (sent -> started) of each part, the
+busy share reached (the jobs' own durations / threads / time), and, for the loaded part, the same
+percentiles of a perfect queue of 10 threads with no overhead fed the same send times and durations:
+queueing alone (at 80 % busy a job often finds every thread taken); the difference is swarmd's.
+Then the worker's RSS and PSS after it has been idle for 3 s.
+
+    python benchmarks/latency.py [--jobs 200] [--busy 0.8] [--hold 10] [--seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -30,9 +42,12 @@ JOB_MODULE = textwrap.dedent(
     OUT = os.environ["LATENCY_OUT"]
 
     @swarmd.job(name="bench.stamp")
-    def stamp(sent):
+    def stamp(sent, hold_ms=0):
+        started = time.time()
+        if hold_ms:
+            time.sleep(hold_ms / 1000)
         fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, f"{time.time() - sent:.6f}\\n".encode())
+        os.write(fd, f"{sent:.6f} {started:.6f} {time.time():.6f}\\n".encode())
         os.close(fd)
     """
 )
@@ -54,16 +69,60 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))]
 
 
+def read_runs(path: str, want: int) -> list[tuple[float, float, float]]:
+    """(sent, started, ended) of each job, once ``want`` of them are written (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError), open(path) as f:
+            lines = f.read().splitlines()
+        if len(lines) >= want:
+            break
+        time.sleep(0.05)
+    runs = [tuple(float(x) for x in line.split()) for line in lines]
+    return sorted((a, b, c) for a, b, c in runs)
+
+
+def ideal_ms(runs: list[tuple[float, float, float]], threads: int) -> list[float]:
+    """The pickup latencies of a perfect queue with ``threads`` servers and no overhead at all, for
+    the same send times and the same job durations: what queueing alone costs at this load."""
+    free = [0.0] * threads
+    out = []
+    for sent, started, ended in runs:
+        i = min(range(threads), key=free.__getitem__)
+        start = max(sent, free[i])
+        free[i] = start + (ended - started)
+        out.append((start - sent) * 1000)
+    return out
+
+
+def show(title: str, ms: list[float]) -> None:
+    print(title)
+    print(
+        f"  pickup latency ms: p50 {pct(ms, 50):.2f}  p90 {pct(ms, 90):.2f}  "
+        f"p99 {pct(ms, 99):.2f}  max {max(ms):.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--busy", type=float, default=0.8, help="share of the threads kept busy (0: skip)")
+    ap.add_argument("--hold", type=float, default=10.0, help="ms each job of the loaded part sleeps")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of the loaded part")
     args = ap.parse_args()
+    concurrency = 10
+    loaded: list[float] = []
+    runs: list[tuple[float, float, float]] = []
+    sent_loaded = 0
+    load_s = 0.0
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as workdir, RedisServer() as server:
         with open(os.path.join(workdir, "latencyjobs.py"), "w") as f:
             f.write(JOB_MODULE)
         out = os.path.join(workdir, "latency.txt")
         env = {**os.environ, "LATENCY_OUT": out}
-        cmd = [sys.executable, "-m", "swarmd", "-r", "latencyjobs", "-c", "10", "--redis-url", server.url]
+        cmd = [sys.executable, "-m", "swarmd", "-r", "latencyjobs", "-c", str(concurrency)]
+        cmd += ["--redis-url", server.url]
         log = open(os.path.join(workdir, "swarmd.log"), "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stderr=log, start_new_session=True)
         try:
@@ -72,32 +131,56 @@ def main() -> None:
             os.environ["LATENCY_OUT"] = out
             from latencyjobs import stamp  # type: ignore[import-not-found]
 
-            stamp.set(client=client).perform_async(time.time())  # warm-up: the worker has booted
+            job = stamp.set(client=client)
+            job.perform_async(time.time())  # warm-up: the worker has booted
             while not os.path.exists(out):
                 time.sleep(0.01)
             time.sleep(3)
             rss, pss = memory_kb(proc.pid)
             os.unlink(out)
             for _ in range(args.jobs):
-                stamp.set(client=client).perform_async(time.time())
+                job.perform_async(time.time())
                 time.sleep(0.02)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with open(out) as f:
-                    lines = f.read().split()
-                if len(lines) >= args.jobs:
-                    break
-                time.sleep(0.05)
+            idle = [(b - a) * 1000 for a, b, _ in read_runs(out, args.jobs)]
+            os.unlink(out)
+            if args.busy > 0:
+                for _ in range(20):
+                    job.perform_async(time.time(), args.hold)
+                    time.sleep(args.hold / 1000 / 2)
+                took = [c - b for _, b, c in read_runs(out, 20)]
+                os.unlink(out)
+                rate = args.busy * concurrency / (sum(took) / len(took))
+                rng = random.Random(1)
+                started = time.perf_counter()
+                due = started
+                while due - started < args.seconds:
+                    due += rng.expovariate(rate)
+                    pause = due - time.perf_counter()
+                    if pause > 0:
+                        time.sleep(pause)
+                    job.perform_async(time.time(), args.hold)
+                    sent_loaded += 1
+                load_s = time.perf_counter() - started
+                runs = read_runs(out, sent_loaded)
+                loaded = [(b - a) * 1000 for a, b, _ in runs]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
             log.close()
-    ms = [float(x) * 1000 for x in lines]
-    print(f"swarmd {swarmd.__version__}: idle worker, concurrency 10, {len(ms)} jobs sent 20 ms apart")
-    print(
-        f"  pickup latency ms: p50 {pct(ms, 50):.2f}  p90 {pct(ms, 90):.2f}  "
-        f"p99 {pct(ms, 99):.2f}  max {max(ms):.2f}"
-    )
+    print(f"swarmd {swarmd.__version__}: one worker, concurrency {concurrency}")
+    show(f"idle: {len(idle)} jobs sent 20 ms apart", idle)
+    if loaded:
+        busy = sum(c - b for _, b, c in runs) / concurrency / load_s
+        show(
+            f"under load: {len(loaded)} jobs of {args.hold:g} ms sent at random times, "
+            f"{sent_loaded / load_s:.0f}/s "
+            f"for {load_s:.1f} s: {busy:.0%} of the threads busy (as the jobs timed themselves)",
+            loaded,
+        )
+        show(
+            "  a perfect queue, same sends and job durations, no overhead (queueing alone):",
+            ideal_ms(runs, concurrency),
+        )
     print(f"  idle worker memory: RSS {rss / 1024:.1f} MB, PSS {pss / 1024:.1f} MB")
 
 

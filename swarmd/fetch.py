@@ -24,6 +24,19 @@ every idle processor wakes one more to lead the next; a job a waiter brings wake
 for it, one to fetch what may have come with it). Acks ride with the next fetch, or with the
 housekeeping loop's flush within a second.
 
+Fetching ahead (``ahead_max`` > 0; the worker passes four times its concurrency). While the queues hold
+more than the idle processors take, the buffer also keeps the jobs the processors will take in the
+next `AHEAD_S` (from the rate they took jobs at lately; at most ``ahead_max``): a processor that
+finishes a job finds the next one there instead of leading a round trip of its own or, worse, waiting
+for another processor's (one fetch is in flight at a time). The refills are done by the *ahead* thread,
+which a processor wakes when it takes the buffer below half of that target (`REFILL_AT`: refilling in
+chunks, rather than a job or two at a time, halves the fetches and the thread's wake-ups), so no
+processor waits on them; they carry the pending acks like any fetch. A job taken ahead waits in the
+buffer about `AHEAD_S`, and jobs slower than that are never taken ahead (the rate stays below
+1/`AHEAD_S` per thread). Buffered jobs are in the private list like running ones: quiet and stop push
+them back, recovery finds them. With an empty buffer a processor leads as before, so an idle worker's
+pickup is unchanged. The quarantine worker never fetches ahead.
+
 Quarantine mode (``quarantine=True``, the quarantine worker: concurrency 1). Jobs come from the
 quarantine list instead of the queues, each `Work` keeps its own queue (read from the job: a retry goes
 there), and every push back (quiet, stop, a waiter's surplus, reconcile) returns jobs to the head of the
@@ -63,6 +76,10 @@ __all__ = ["Fetcher", "Work", "queue_order"]
 log = logging.getLogger("swarmd")
 
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
+AHEAD_S = 0.01  # the buffer keeps what the processors take in this long (see the module docstring)
+REFILL_AT = 0.5  # ... and is refilled once it is down to this share of that
+RATE_WINDOW_S = 0.01  # the rate the processors take jobs at is measured over at least this long...
+RATE_MEMORY_S = 0.05  # ...and smoothed over this long (after a pause, only the new rate counts)
 
 
 def queue_order(queues: Sequence[QueueSpec], order: QueueOrder) -> Callable[[], list[str]]:
@@ -97,6 +114,7 @@ class Fetcher:
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         quarantine: bool = False,
+        ahead_max: int = 0,
     ) -> None:
         self.scripts = scripts
         self.solo = quarantine
@@ -111,6 +129,7 @@ class Fetcher:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # processors wait here
         self._wcond = threading.Condition(self._lock)  # waiter threads (and reconcile) wait here
+        self._acond = threading.Condition(self._lock)  # the ahead thread waits here
         self._buffer: deque[Work] = deque()
         self._acks: list[bytes] = []
         self._held: Counter[bytes] = Counter()  # every job Python holds that is in the private list
@@ -134,6 +153,11 @@ class Fetcher:
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, int(wait_timeout * 1000))
         self._wait_warned = 0.0
+        self.ahead_max = 0 if quarantine else ahead_max
+        self._ahead = 0  # how many jobs the buffer keeps beyond the idle processors
+        self._taken = 0  # jobs handed to processors since `_rate_since`
+        self._rate_since = time.monotonic()
+        self._rate = 0.0  # jobs/s the processors took lately (smoothed)
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -148,7 +172,16 @@ class Fetcher:
                     if self._quiet:
                         return None
                     if self._buffer:
-                        return self._buffer.popleft()
+                        self._taken += 1
+                        work = self._buffer.popleft()
+                        if (
+                            self._ahead
+                            and len(self._buffer) < self._idle - 1 + self._ahead * REFILL_AT
+                            and not self._fetching
+                            and not self._dry
+                        ):
+                            self._acond.notify()  # below the target: the ahead thread refills
+                        return work
                     if not self._fetching and not self._dry:
                         self._lead()
                         continue
@@ -158,10 +191,26 @@ class Fetcher:
             finally:
                 self._idle -= 1
 
-    def _lead(self) -> None:
-        """Fetch (and ack) in one round trip for every idle processor. Called holding the lock."""
+    def _plan_ahead(self) -> int:
+        """How many jobs the buffer keeps beyond the idle processors; called holding the lock."""
+        if not self.ahead_max:
+            return 0
+        now = time.monotonic()
+        elapsed = now - self._rate_since
+        if elapsed >= RATE_WINDOW_S:
+            weight = min(1.0, elapsed / RATE_MEMORY_S)
+            self._rate += (self._taken / elapsed - self._rate) * weight
+            self._taken = 0
+            self._rate_since = now
+        self._ahead = min(self.ahead_max, int(self._rate * AHEAD_S))
+        return self._ahead
+
+    def _lead(self, *, ahead: bool = False) -> None:
+        """Fetch (and ack) in one round trip for every idle processor and what the buffer keeps ahead.
+        Called holding the lock, by a processor (which takes one of the jobs) or the ahead thread."""
         self._fetching = True
-        want, acks = min(self._idle, MAX_BATCH), self._acks
+        want = min(max(self._idle + self._plan_ahead() - len(self._buffer), 1), MAX_BATCH)
+        acks = self._acks
         self._acks = []
         self._lock.release()
         got: list[Work] = []
@@ -217,7 +266,7 @@ class Fetcher:
             # Every queue is empty now: the idle processors beyond these jobs wait for the waiters.
             self._dry = True
             self._wcond.notify_all()
-            self._cond.notify(max(len(got) - 1, 0))
+            self._cond.notify(len(got) if ahead else max(len(got) - 1, 0))
         else:
             # One processor per job beyond the one this thread takes, plus one to lead the next
             # fetch: the queues may hold more.
@@ -305,12 +354,29 @@ class Fetcher:
 
     # -- blocking waiters -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.ahead_max:
+            threading.Thread(target=self._ahead_loop, name="swarmd-fetch-ahead", daemon=True).start()
         for name in self.queue_names:
             t = threading.Thread(
                 target=self._wait_loop, args=(name,), name=f"swarmd-wait-{name}", daemon=True
             )
             t.start()
             self._waiters.append(t)
+
+    def _ahead_loop(self) -> None:
+        """Refill the buffer up to its target whenever a processor takes it below (`get` wakes it)."""
+        with self._lock:
+            while not self._stop.is_set():
+                if (
+                    not self._quiet
+                    and not self._fetching
+                    and not self._dry
+                    and self._ahead
+                    and len(self._buffer) < self._idle + self._ahead * REFILL_AT
+                ):
+                    self._lead(ahead=True)
+                else:
+                    self._acond.wait()
 
     def _hungry(self) -> bool:
         return (
@@ -416,6 +482,7 @@ class Fetcher:
             self._buffer.clear()
             self._cond.notify_all()
             self._wcond.notify_all()
+            self._acond.notify_all()
         self.push_back(unstarted, log_errors=True)
 
     def stop(self, deadline: float) -> None:
@@ -425,6 +492,7 @@ class Fetcher:
         self._stop.set()
         with self._lock:
             self._wcond.notify_all()
+            self._acond.notify_all()
         # End blocked BLMOVEs now (as if they timed out); repeated, since a waiter may have been
         # about to send one when the first unblock went out.
         while any(t.is_alive() for t in self._waiters) and time.monotonic() < deadline:

@@ -156,6 +156,7 @@ class Worker:
             wait_replicas=wait,
             wait_timeout=cfg.redis.wait_timeout,
             quarantine=self.quarantine,
+            ahead_max=4 * cfg.concurrency,
         )
         self.retrier = Retrier(
             scripts,

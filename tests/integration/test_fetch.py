@@ -103,13 +103,13 @@ class Rig:
         self.clients: list[connection.Redis] = []
         self.crews: list[Processors] = []
 
-    def fetcher(self, url: str, *queues: str, fetch_timeout: float = 30.0) -> Fetcher:
+    def fetcher(self, url: str, *queues: str, fetch_timeout: float = 30.0, ahead_max: int = 0) -> Fetcher:
         """A fetcher for ``ME`` on ``queues`` (strict order). The BLMOVE timeout is long by default:
         a waiter seen blocked stays blocked until a job comes or `Fetcher.stop` unblocks it."""
         client = connection.connect(url, blocking_timeout=fetch_timeout)
         self.clients.append(client)
         specs = [QueueSpec(name, 0) for name in queues or ("default",)]
-        f = Fetcher(Scripts(client, KEYS), ME, specs, QueueOrder.STRICT, fetch_timeout)
+        f = Fetcher(Scripts(client, KEYS), ME, specs, QueueOrder.STRICT, fetch_timeout, ahead_max=ahead_max)
         self.fetchers.append(f)
         return f
 
@@ -224,6 +224,27 @@ def test_waiters_on_two_queues_each_hand_their_job_over(rig: Rig, r: redis.Redis
     wait_until(lambda: sorted(crew.taken()) == ["h1", "l1"], 10, what="one job from each queue")
     assert sorted(tokens(items(r, INFLIGHT))) == ["h1", "l1"]
     assert not r.exists(KEYS.queue("low"), KEYS.queue("high"))
+
+
+def test_jobs_fetched_ahead_each_run_once_and_quiet_sends_the_unstarted_back(
+    rig: Rig, r: redis.Redis, redis_url: str
+) -> None:
+    every = [f"j{i}" for i in range(3000)]
+    r.lpush(QUEUE, *[job(token) for token in every])
+    f = rig.fetcher(redis_url, ahead_max=8)
+    f.start()
+    crew = rig.processors(f, 4)
+    # Processors that never wait take jobs fast: fetches take more than the idle ones need.
+    wait_until(lambda: len(crew.taken()) >= 1000, 30, what="a third of the jobs taken")
+    f.quiet()
+    wait_until(crew.exited, 10, what="the processors to leave get()")
+    wait_until(flushed(f, r), 10, what="the acks")
+    # Every job ran exactly once or is back in its queue (the buffered ones, by the quiet): none is lost,
+    # none doubled, none left in the private list.
+    back = tokens(items(r, QUEUE))
+    assert Counter(crew.taken()) + Counter(back) == Counter(every)
+    assert counter(r, KEYS.stat("processed")) == len(crew.taken())
+    assert len(crew.taken()) < len(every)
 
 
 # -- acks --------------------------------------------------------------------------------------------------
