@@ -1,7 +1,7 @@
 """Periodic jobs: each tick of each entry enqueued exactly once, however many swarms share the Redis.
 
 Entries come from the config's ``periodic:`` list and from ``@swarmd.periodic`` (`swarmd.registry`).
-In each swarm one worker runs them (the worker of slot 0; during a rolling reload its replacement may
+In each swarm one worker runs them (the worker of the supervisor's first slot; during a rolling reload its replacement may
 run beside it for a moment, which is harmless): it keeps each entry's next tick in memory, and when a
 tick is due it claims it with one script call (``lua/periodic.lua``) that moves the entry's "last
 tick" forward and pushes the job only if that moved it. So any number of workers in any number of

@@ -97,12 +97,18 @@ EXTEND_EVERY_S = 2.0
 
 class Spawn(Protocol):
     def __call__(
-        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+        self,
+        index: int,
+        config: Config,
+        *,
+        quarantine: bool = False,
+        reason: str | None = None,
+        periodic: bool = False,
     ) -> tuple[int, str]:
         """Start a worker for slot ``index`` (or the quarantine worker) with ``config``; return its
         pid and identity (raises OSError). ``reason`` says why it replaces another worker
         (`RESTART_REASONS`), None for a worker of the swarm's start; the worker counts it in Redis
-        (``swarmd_worker_restarts_total``)."""
+        (``swarmd_worker_restarts_total``). ``periodic``: it claims the swarm's periodic ticks."""
         ...
 
 
@@ -128,6 +134,7 @@ class Slot:
     respawn_at: float | None = None  # when to start a worker for an empty slot
     retry_at: float | None = None  # a failed rolling step is not retried before this
     replace: str | None = None  # why the worker should be replaced by a rolling step (memory)
+    handover: bool = False  # replaced by a rolling step so that its next worker claims periodic ticks
     reason: str | None = None  # why the next worker of this slot replaces one (`RESTART_REASONS`)
 
 
@@ -150,6 +157,7 @@ class Child:
     aborted: bool = False  # got SIGABRT for being hung
     mem_over: int = 0  # memory samples in a row above max_memory_mb
     stopped_remotely: bool = False  # Stop from Sidekiq's Web UI / swarmctl: not replaced
+    periodic: bool = False  # it claims the swarm's periodic ticks (the worker of the first slot)
     quarantine: bool = False  # the quarantine worker (outside the slots)
     recycled: str | None = None  # why it got SIGUSR2 before its TERM (memory, its own request)
     stuck_at: float | None = None  # a job with a time limit is stuck from then on (control ``stuck-at``)
@@ -359,12 +367,18 @@ class Supervisor:
             if child.stopped_remotely and slot.incoming is None:
                 # Stop from Sidekiq's Web UI (or `swarmctl stop`) means that process is gone, as in
                 # Sidekiq; a reload brings the configured number of workers back.
+                first = slot is self.slots[0]
                 self.slots.remove(slot)
                 log.info(
                     "%s stopped from the Web UI/API; not replaced (%d left)", child.name, len(self.slots)
                 )
                 if not self.slots:
                     self._stop(now, code=int(ExitCode.OK), fast=False)
+                elif first:
+                    # Its worker claimed the periodic ticks: the worker of the new first slot is replaced
+                    # (a rolling step, its jobs finish) by one that claims them, so a swarm keeps
+                    # enqueuing them whichever workers are stopped.
+                    self.slots[0].handover = True
                 return
             log.info("%s %s; starting a new one", child.name, how)
             slot.reason = "exit"
@@ -450,7 +464,8 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------------
     def _spawn(self, slot: Slot, now: float, *, incoming: bool = False) -> Child | None:
         try:
-            pid, identity = self._spawn_fn(slot.index, self.config, reason=slot.reason)
+            periodic = bool(self.slots) and slot is self.slots[0]
+            pid, identity = self._spawn_fn(slot.index, self.config, reason=slot.reason, periodic=periodic)
         except OSError as exc:  # EAGAIN/ENOMEM from fork: try again later, like a crash
             log.error("cannot start worker %d: %s", slot.index + 1, exc)
             if incoming:
@@ -459,6 +474,7 @@ class Supervisor:
                 slot.respawn_at = now + self._backoff(slot)
             return None
         child = Child(pid, identity, slot, self.config, self.generation, started=now, last_seen=now)
+        child.periodic = periodic
         self.children[pid] = child
         slot.reason = None
         slot.respawn_at = None
@@ -478,6 +494,8 @@ class Supervisor:
         if self.quiet:  # a worker started after TSTP must not fetch either
             self._kill(child.pid, signal.SIGTSTP)
         slot = child.slot
+        if child.periodic:
+            slot.handover = False
         if slot.incoming is child:
             why = slot.replace
             old, slot.worker, slot.incoming = slot.worker, child, None
@@ -802,6 +820,8 @@ class Supervisor:
             if child is None or child.booted_at is None or child.retiring:
                 continue
             why = slot.replace or ("reload" if child.generation < self.generation else None)
+            if why is None and slot.handover and not child.periodic:
+                why = "to take over the periodic jobs"
             if why and (slot.retry_at is None or now >= slot.retry_at):
                 log.info("replacing %s (%s)", child.name, why)
                 slot.reason = "memory" if slot.replace else "reload"

@@ -149,7 +149,13 @@ class _Loop:
         self.sel.close()
 
     def spawn(
-        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+        self,
+        index: int,
+        config: Config,
+        *,
+        quarantine: bool = False,
+        reason: str | None = None,
+        periodic: bool = False,
     ) -> tuple[int, str]:
         token = (QUARANTINE_TAG if quarantine else "") + os.urandom(6).hex()
         ctl_r, ctl_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -158,8 +164,8 @@ class _Loop:
             if reason is not None:  # counted in Redis by the first heartbeat (swarmd_worker_restarts_total)
                 metrics.PROCESS.note_restart(reason)
             try:
-                # The worker of slot 0 claims the swarm's periodic ticks (swarmd.periodic_jobs).
-                worker = Worker(config, identity, quarantine=quarantine, periodic=index == 0)
+                # One worker per swarm (the supervisor's first slot) claims the periodic ticks.
+                worker = Worker(config, identity, quarantine=quarantine, periodic=periodic)
                 reporter = _Reporter(ctl_w)
                 worker.tell_deadline = reporter.stuck_at
                 return worker.run(on_tick=reporter, parent_fd=self.alive_r)

@@ -52,6 +52,7 @@ class Harness:
         self.next_pid = 100
         self.events: list[tuple[Any, ...]] = []
         self.reasons: list[str | None] = []  # the restart reason of each spawn, in order
+        self.periodic: list[int] = []  # the workers started to claim periodic ticks
         self.memory: dict[int, int] = {}
         self.fork_fails = 0  # so many `recover` calls raise OSError (fork failing)
         self.recoverers: list[int] = []  # recovery children not reaped yet
@@ -71,11 +72,19 @@ class Harness:
         )
 
     def spawn(
-        self, index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+        self,
+        index: int,
+        config: Config,
+        *,
+        quarantine: bool = False,
+        reason: str | None = None,
+        periodic: bool = False,
     ) -> tuple[int, str]:
         if not quarantine:
             self.reasons.append(reason)
         self.next_pid += 1
+        if periodic:
+            self.periodic.append(self.next_pid)
         if quarantine:
             self.events.append(("spawn-quarantine", self.next_pid))
             return self.next_pid, f"host:{self.next_pid}:quarantine-abc"
@@ -581,12 +590,17 @@ def test_spawn_failure_is_retried_with_backoff() -> None:
     calls = []
 
     def failing(
-        index: int, config: Config, *, quarantine: bool = False, reason: str | None = None
+        index: int,
+        config: Config,
+        *,
+        quarantine: bool = False,
+        reason: str | None = None,
+        periodic: bool = False,
     ) -> tuple[int, str]:
         calls.append(h.now)
         if len(calls) < 3:
             raise BlockingIOError(11, "Resource temporarily unavailable")
-        return h.spawn(index, config, quarantine=quarantine, reason=reason)
+        return h.spawn(index, config, quarantine=quarantine, reason=reason, periodic=periodic)
 
     h.sup._spawn_fn = failing
     h.sup.start()
@@ -677,6 +691,26 @@ def test_a_quarantine_worker_over_the_memory_limit_is_recycled_without_a_replace
     h.advance(3.5)
     assert [k for k in h.kills() if k[1] == q] == [("kill", q, "SIGUSR2"), ("kill", q, "SIGTERM")]
     assert len(h.spawns()) == 1 and len(quarantine_spawns(h)) == 1
+
+
+def test_one_worker_claims_periodic_ticks_even_after_it_is_stopped_from_the_web_ui() -> None:
+    h = Harness(config(processes=3))
+    a, b, c = h.started(3)
+    assert h.periodic == [a]  # the first slot's worker, and only it
+    h.sup.message(a, "stopped-remotely")
+    h.sup.exited(a, exit_status(0))
+    h.advance(0.5)
+    # Not replaced (as in Sidekiq), but the new first slot's worker is replaced, gently (its jobs
+    # finish), by one that claims the ticks: the swarm does not stop enqueuing them.
+    new = h.spawns()[-1][2]
+    assert h.spawns()[-1][1] == 1 and h.periodic == [a, new]
+    assert h.kills() == []
+    h.boot(new)
+    h.advance(0.5)
+    assert h.kills() == [("kill", b, "SIGTERM")]
+    h.sup.exited(b, exit_status(0))
+    h.advance(1.0)
+    assert h.pids() == [new, c] and h.periodic == [a, new]  # nothing else is replaced
 
 
 def test_a_worker_asking_to_be_recycled_is_replaced_then_gets_usr2_before_term() -> None:
