@@ -44,8 +44,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 from swarmd.client import default_client, sink_active
 from swarmd.errors import OverLimit
@@ -146,24 +148,28 @@ class Limiter:
         """Take a grant, waiting up to ``wait_timeout``; `OverLimit` if none came. Prefer ``with``."""
         if (lease := self._testing()) is not None:
             return lease
-        scripts, token = self._attempts()
-        started = time.monotonic()
-        tries = 0
-        while True:
-            grant = self._try(scripts, token)
-            if grant.granted:
-                return self._took(scripts, token, grant)
-            tries += 1
-            pause = self._pause(grant, tries)
-            left = started + self.wait_timeout - time.monotonic()
-            if pause > left:
-                raise self._over(time.monotonic() - started)
-            time.sleep(pause)
+        tries = self._tries()
+        try:
+            while True:
+                time.sleep(next(tries))
+        except StopIteration as granted:
+            return cast("Lease", granted.value)
 
     async def acquire_async(self) -> Lease:
         """`acquire` for ``async`` jobs: waits with `asyncio.sleep` (each try is one short Redis call)."""
         if (lease := self._testing()) is not None:
             return lease
+        tries = self._tries()
+        try:
+            while True:
+                await asyncio.sleep(next(tries))
+        except StopIteration as granted:
+            return cast("Lease", granted.value)
+
+    def _tries(self) -> Generator[float, None, Lease]:
+        """The acquire loop of `acquire` and `acquire_async`: one Redis call per try, yielding the pause
+        to sleep before the next (each caller sleeps its own way); returns the lease, or raises
+        `OverLimit` when the next pause would end past ``wait_timeout``."""
         scripts, token = self._attempts()
         started = time.monotonic()
         tries = 0
@@ -176,7 +182,7 @@ class Limiter:
             left = started + self.wait_timeout - time.monotonic()
             if pause > left:
                 raise self._over(time.monotonic() - started)
-            await asyncio.sleep(pause)
+            yield pause
 
     def _took(self, scripts: Scripts, token: str, grant: Grant) -> Lease:
         lease = Lease(self.name, token, grant.now_ms / 1000.0)

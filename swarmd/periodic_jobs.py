@@ -1,13 +1,13 @@
 """Periodic jobs: each tick of each entry enqueued exactly once, however many swarms share the Redis.
 
 Entries come from the config's ``periodic:`` list and from ``@swarmd.periodic`` (`swarmd.registry`).
-In each swarm one worker runs them (the worker of the supervisor's first slot; during a rolling reload its replacement may
-run beside it for a moment, which is harmless): it keeps each entry's next tick in memory, and when a
-tick is due it claims it with one script call (``lua/periodic.lua``) that moves the entry's "last
-tick" forward and pushes the job only if that moved it. So any number of workers in any number of
-swarms may claim the same tick and exactly one pushes it; there is no single beat process to forget,
-and a swarm that is down (or SIGKILLed) is simply not among the claimers. One round trip per tick (of
-all entries due at that tick) per swarm.
+In each swarm one worker runs them (the worker of the supervisor's first slot; during a rolling reload
+its replacement may run beside it for a moment, which is harmless): it keeps each entry's next tick in
+memory, and when a tick is due it claims it with one script call (``lua/periodic.lua``) that moves the
+entry's "last tick" forward and pushes the job only if that moved it. So any number of workers in any
+number of swarms may claim the same tick and exactly one pushes it; there is no single beat process to
+forget, and a swarm that is down (or SIGKILLed) is simply not among the claimers. One round trip per
+tick (of all entries due at that tick) per swarm.
 
 After downtime (no swarm running at a tick), the missed ticks are skipped except the latest one, which
 is pushed at once if it is at most ``catch_up`` old (no limit by default). An entry Redis has never

@@ -20,6 +20,18 @@ from swarmd.devredis import RedisServer
 TIMEOUT_SCALE = float(os.environ.get("SWARMD_TEST_TIMEOUT_SCALE", "1"))
 IN_CI = os.environ.get("CI") == "true"
 
+LEDGER_NOTE = """
+def note(*words):
+    # One write on an O_APPEND fd: the kernel appends the line whole, so it survives a SIGKILL.
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
+    finally:
+        os.close(fd)
+"""
+"""The ``note(*words)`` of a job module written by a test: one ledger line (the module defines
+``LEDGER``, the ledger's path, and imports ``os``). Spliced in with ``{note}``."""
+
 
 def require_tool(tool: str, package: str, why: str = "", path: str | None = None) -> str:
     """The path of ``tool`` from Debian's ``package``. Missing: one skip line saying how to enable the

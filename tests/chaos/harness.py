@@ -40,7 +40,7 @@ import swarmd
 from swarmd.client import Client
 from swarmd.errors import RedisUnavailable
 from swarmd.registry import JobFunction, JobOptions
-from tests.conftest import TIMEOUT_SCALE, Daemon, Ledger, wait_until
+from tests.conftest import LEDGER_NOTE, TIMEOUT_SCALE, Daemon, Ledger, wait_until
 
 T = TypeVar("T")
 
@@ -69,12 +69,7 @@ JOBS_SOURCE = textwrap.dedent(
     FUZZ_TOKEN = re.compile(r"fz[0-9]+")
 
 
-    def note(*words):
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-        finally:
-            os.close(fd)
+    {note}
 
 
     @swarmd.job(name="ChaosWork")
@@ -127,7 +122,7 @@ JOBS_SOURCE = textwrap.dedent(
         token = args[0] if args and isinstance(args[0], str) and FUZZ_TOKEN.fullmatch(args[0]) else "?"
         note("done", token, os.getpid(), f"{time.time():.6f}")
     '''
-)
+).replace("{note}", LEDGER_NOTE)
 
 NORMAL_CLASSES = frozenset({"ChaosWork"})
 """Jobs that must never end in `dead` (innocents)."""

@@ -25,7 +25,7 @@ import yaml
 
 from swarmd import payload
 from swarmd.client import Client
-from tests.conftest import Daemon, Ledger, wait_until
+from tests.conftest import LEDGER_NOTE, Daemon, Ledger, wait_until
 from tests.replies import as_bytes, set_members
 
 JOBS_MODULE = "swarmd_testjobs"
@@ -42,12 +42,7 @@ JOBS_SOURCE = textwrap.dedent(
     FLAGS = os.environ["SWARMD_TEST_FLAGS"]
 
 
-    def note(*words):
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-        finally:
-            os.close(fd)
+    {note}
 
 
     @swarmd.job(name="Record")
@@ -114,7 +109,7 @@ JOBS_SOURCE = textwrap.dedent(
         """Not a job: only reachable through ``swarmd.delay`` and ``delay_allow``."""
         note("done", token, os.getpid())
     '''
-)
+).replace("{note}", LEDGER_NOTE)
 
 FAST = {
     "beat_interval": 0.2,

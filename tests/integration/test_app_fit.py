@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from swarmd import payload
-from tests.conftest import Daemon, wait_until
+from tests.conftest import LEDGER_NOTE, Daemon, wait_until
 from tests.integration.conftest import JOBS_MODULE, JOBS_SOURCE, App
 from tests.replies import members
 
-PRELUDE = """
+PRELUDE = (
+    """
 import asyncio
 import contextvars
 import json
@@ -39,20 +40,16 @@ LEDGER = os.environ["SWARMD_TEST_LEDGER"]
 FLAGS = os.environ["SWARMD_TEST_FLAGS"]
 log = logging.getLogger(__name__)
 
-
-def note(*words):
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-    finally:
-        os.close(fd)
-
+"""
+    + LEDGER_NOTE
+    + """
 
 async def wait_flag(token):
     flag = os.path.join(FLAGS, token)
     while not os.path.exists(flag):
         await asyncio.sleep(0.01)
 """
+)
 
 
 def jobs_module(app: App, source: str, name: str = "appjobs") -> str:

@@ -24,24 +24,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_until
+from tests.conftest import LEDGER_NOTE, Daemon, wait_until
 from tests.integration.conftest import App
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-LEDGER_HELPER = """
-import os
-
-LEDGER = os.environ["SWARMD_TEST_LEDGER"]
-
-
-def note(*words):
-    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-    finally:
-        os.close(fd)
-"""
+LEDGER_HELPER = 'import os\n\nLEDGER = os.environ["SWARMD_TEST_LEDGER"]\n\n' + LEDGER_NOTE
 
 
 def recipe_blocks(heading: str) -> list[str]:

@@ -31,8 +31,8 @@ import redis
 import yaml
 
 from swarmd.client import Client
+from tests.conftest import LEDGER_NOTE, Ledger, wait_until
 from tests.conftest import Daemon as BaseDaemon
-from tests.conftest import Ledger, wait_until
 
 JOBS_MODULE = "swarm_jobs"
 
@@ -49,12 +49,7 @@ JOBS_SOURCE = textwrap.dedent(
     BALLAST = []
 
 
-    def note(*words):
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-        finally:
-            os.close(fd)
+    {note}
 
 
     @swarmd.job(name="Record")
@@ -107,7 +102,7 @@ JOBS_SOURCE = textwrap.dedent(
         note("start", token, os.getpid())
         os.kill(os.getpid(), 9)
     '''
-)
+).replace("{note}", LEDGER_NOTE)
 
 FAST: dict[str, Any] = {
     "beat_interval": 0.2,

@@ -15,7 +15,7 @@ from collections import defaultdict
 import pytest
 
 from swarmd.admin import Admin
-from tests.conftest import wait_until
+from tests.conftest import LEDGER_NOTE, wait_until
 from tests.system.conftest import Swarm
 
 TICK_MODULE = "tick_jobs"
@@ -28,12 +28,7 @@ TICK_SOURCE = textwrap.dedent(
     LEDGER = os.environ["SWARMD_TEST_LEDGER"]
 
 
-    def note(*words):
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-        finally:
-            os.close(fd)
+    {note}
 
 
     @swarmd.job(name="Tick")
@@ -48,7 +43,7 @@ TICK_SOURCE = textwrap.dedent(
         job = swarmd.current_job()
         note("tick", "decorated", int(job.payload["periodic_at"]), job.jid)
     """
-)
+).replace("{note}", LEDGER_NOTE)
 
 EVERY_S = 2
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import LEDGER_NOTE, wait_until
 from tests.system.conftest import Swarm
 
 MODULE = "unique_jobs"
@@ -28,12 +28,7 @@ SOURCE = textwrap.dedent(
     FLAGS = os.environ["SWARMD_TEST_FLAGS"]
 
 
-    def note(*words):
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
-        finally:
-            os.close(fd)
+    {note}
 
 
     @swarmd.job(name="UBlock")
@@ -50,7 +45,7 @@ SOURCE = textwrap.dedent(
         note("start", token, os.getpid())
         raise RuntimeError("fails on purpose")
     """
-)
+).replace("{note}", LEDGER_NOTE)
 
 
 def push(swarm: Swarm, name: str, token: str, **options: Any) -> str | None:
