@@ -49,6 +49,21 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, where a cluster node also listens) is free
+    and exists: an ephemeral port above 55535 has none, and redis-server would exit at start."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files: the CA that signed everything, the servers' certificate and key (also used by the

@@ -25,7 +25,7 @@ from swarmd.keys import Keys
 from swarmd.scripts import Fetched, Scripts
 from tests.conftest import require_tool, wait_until
 from tests.integration.conftest import JOBS_MODULE, App
-from tests.sentinelkit import Enqueuer, Node, SentinelKit, free_port, read_ledger, tally
+from tests.sentinelkit import Enqueuer, Node, SentinelKit, free_cluster_port, read_ledger, tally
 
 RECOMMENDED = {"min-replicas-to-write": "1", "min-replicas-max-lag": "10"}
 STEADY: dict[str, Any] = {
@@ -237,7 +237,7 @@ def test_a_replica_named_by_url_stops_the_boot(app: App, sentinel: SentinelKit) 
 
 
 def test_a_redis_cluster_node_stops_the_boot_with_78(app: App, redis_factory: Any, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_cluster_port()
     server = redis_factory(
         port=port,
         extra_args=("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")),
