@@ -719,9 +719,19 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+def _load_yaml(data: bytes) -> Any:
+    """One YAML document through `_Loader`, a bounded `yaml.SafeLoader`: plain data only, never an
+    arbitrary Python object (what ``yaml.safe_load`` does, with the bounds)."""
+    loader = _Loader(data)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_file(path: str, environment: str, env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     try:
-        doc = yaml.load(_read_bytes(path), Loader=_Loader)  # a SafeLoader
+        doc = _load_yaml(_read_bytes(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:

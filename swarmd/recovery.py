@@ -164,6 +164,8 @@ def _report_poison(scripts: Scripts, jobs: Sequence[Rescue], on_poison: OnPoison
         for poison, score in zip(candidates, pipe.execute(), strict=True)
         if score is not None
     ]
+    # After recover.lua, not inside it: the job is already safe in `dead`. A recoverer that dies (or
+    # loses the reply) here leaves only the lock behind, and it expires after its unique_for.
     scripts.unlock([lock for data in poisoned if unique.FIELD in data and (lock := unique.lock_of(data))])
     if on_poison is not None:
         for data in poisoned:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +57,25 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: s
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.01)
+
+
+def run_ctl(
+    *argv: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[str]:
+    """`swarmctl ARGV` as a separate process, the way a user runs it (pass the app's env when
+    ``check`` must import a test job module)."""
+    return subprocess.run(
+        [sys.executable, "-m", "swarmd.ctl", *argv],
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # The Rails deploy guide's sidekiq.yml, byte for byte (note the 3-space indent under staging).

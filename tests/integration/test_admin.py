@@ -29,6 +29,7 @@ from swarmd.errors import ConfigError, NotFound
 from swarmd.heartbeat import Heartbeat
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
+from tests.conftest import run_ctl
 
 K = Keys()
 
@@ -739,13 +740,6 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> subprocess.CompletedP
         main(list(argv))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(list(argv), int(exit_info.value.code or 0), out, err)
-
-
-def run_ctl(*argv: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
-    """`swarmctl ARGV` as a separate process, the way a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv], stdin=stdin, capture_output=True, text=True, timeout=60
-    )
 
 
 def test_swarmctl_show(

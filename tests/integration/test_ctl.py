@@ -23,7 +23,7 @@ from swarmd.ctl import main
 from swarmd.heartbeat import Heartbeat
 from swarmd.keys import Keys
 from swarmd.scripts import Scripts
-from tests.conftest import wait_until
+from tests.conftest import run_ctl, wait_until
 
 K = Keys()
 
@@ -34,13 +34,6 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         main(list(argv))
     out, err = capsys.readouterr()
     return int(exit_info.value.code or 0), out, err
-
-
-def run_ctl(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`swarmctl ARGV` as a separate process, the way a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,6 +19,7 @@ from swarmd.keys import Keys
 from swarmd.periodic_jobs import Periodic
 from swarmd.scripts import Scripts
 from swarmd.web.app import create_app
+from tests.conftest import run_ctl
 from tests.replies import items
 
 HOUR = "0 * * * *"
@@ -73,12 +72,6 @@ def test_an_entry_given_twice_is_one_entry(scripts: Scripts, r: redis.Redis) -> 
     assert len(p.states) == 1
     p.tick(T0)
     assert p.tick(T0 + 3600) == 1 and len(jobs(r, "low")) == 1
-
-
-def run_ctl(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
 
 
 def test_swarmctl_periodic_and_the_dashboard_list_last_and_next_run(

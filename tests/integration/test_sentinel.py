@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from swarmd.admin import Admin
 from swarmd.config import load_config, redis_settings
 from swarmd.keys import Keys
 from swarmd.scripts import Fetched, Scripts
-from tests.conftest import require_tool, wait_until
+from tests.conftest import require_tool, run_ctl, wait_until
 from tests.integration.conftest import JOBS_MODULE, App
 from tests.sentinelkit import Enqueuer, Node, SentinelKit, free_cluster_port, read_ledger, tally
 
@@ -56,18 +55,6 @@ def sentinel(kit: SentinelKit) -> Iterator[SentinelKit]:
     with contextlib.closing(kit.node_client(master)) as c:
         c.flushall()
     yield kit
-
-
-def run_ctl(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``swarmctl *argv``; pass the app's env when ``check`` must import the test job module."""
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def master_client(kit: SentinelKit) -> Any:

@@ -8,10 +8,7 @@ Sentinel, whose Sentinels and nodes speak only TLS too.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +16,7 @@ import pytest
 import swarmd
 from swarmd.devredis import RedisServer
 from swarmd.errors import RedisUnavailable
-from tests.conftest import require_tool
+from tests.conftest import require_tool, run_ctl
 from tests.integration.conftest import JOBS_MODULE, App
 from tests.sentinelkit import SentinelKit, free_port
 from tests.tlscerts import TlsSet, make_tls
@@ -52,18 +49,6 @@ def section(port: int, certs: TlsSet, ca: str | None = None, client_cert: bool =
     if client_cert:
         redis.update(ssl_certfile=certs.good.client_cert, ssl_keyfile=certs.good.client_key)
     return redis
-
-
-def run_ctl(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``swarmctl *argv``; pass the app's env when ``check`` must import the test job module."""
-    return subprocess.run(
-        [sys.executable, "-m", "swarmd.ctl", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def one_line(text: str) -> str:
