@@ -25,7 +25,8 @@ supervisor included), context switches (voluntary and involuntary, summed over e
 script's own polling): swarmd's round trips are the commands a client sends (EVALSHA, BLMOVE, EXEC of
 the heartbeat's MULTI, ...), not those its scripts run; Sidekiq's are all its commands (its heartbeat's
 MULTI, once per 5 s, is counted command by command); the ceiling's are its pipelines (it counts them)
-plus the bodies' own commands.
+plus the bodies' own commands; and the Redis server's own CPU per job (``INFO cpu``, this script's
+polling included, the same for all).
 
     python benchmarks/peers.py [--jobs 20000] [--runs 3] [--processes 1,2] [--shapes noop,redis,io,cpu]
                                [--systems swarmd,sidekiq,ceiling] [--markdown] [--baseline DIR]
@@ -128,6 +129,12 @@ class Harness:
             out[key.removeprefix("cmdstat_")] = int(value["calls"])
         return out
 
+    def server_cpu(self) -> float:
+        """Seconds of CPU the Redis server used so far (user + system; its one busy thread and the
+        small background ones): one process for all the systems, so its share per job compares them."""
+        info = self.call("info", "cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
 
 def session_pids(leaders: list[int]) -> list[int]:
     """Every live process in the sessions these leaders started (start_new_session)."""
@@ -224,6 +231,7 @@ def run_once(
             time.sleep(0.002)
         t0 = time.perf_counter()
         cpu0, sys0, sw0 = usage(leaders)
+        server0 = h.server_cpu()
         while True:
             check_alive()
             if h.call("llen", "queue:default") == 0 and not (
@@ -235,6 +243,7 @@ def run_once(
             time.sleep(0.005)
         t1 = time.perf_counter()
         cpu1, sys1, sw1 = usage(leaders)
+        server1 = h.server_cpu()
         after = h.commandstats()
     finally:
         for p in procs:
@@ -255,6 +264,7 @@ def run_once(
         "jobs_s": jobs / (t1 - t0),
         "cpu_us": (cpu1 - cpu0) * 1e6 / jobs,
         "sys_us": (sys1 - sys0) * 1e6 / jobs,
+        "redis_us": (server1 - server0) * 1e6 / jobs,
         "vcs": vol / jobs,
         "ivcs": invol / jobs,
         "trips": trips / jobs,
@@ -276,7 +286,7 @@ def report(
     print()
     print(
         f"{'shape':6} {'P':>2} {'system':8} {'jobs/s':>8} {'[min - max]':>17} {'CPU us/job':>10} {'sys':>5} "
-        f"{'vcs/job':>8} {'ivcs/job':>8} {'trips/job':>9} {'cmds/job':>8}"
+        f"{'vcs/job':>8} {'ivcs/job':>8} {'trips/job':>9} {'cmds/job':>8} {'redis us':>8}"
     )
     for shape in shapes:
         for p in processes:
@@ -290,7 +300,7 @@ def report(
                     f"{med([x['cpu_us'] for x in runs]):10.1f} {med([x['sys_us'] for x in runs]):5.0f} "
                     f"{med([x['vcs'] for x in runs]):8.2f} "
                     f"{med([x['ivcs'] for x in runs]):8.2f} {med([x['trips'] for x in runs]):9.2f} "
-                    f"{med([x['cmds'] for x in runs]):8.2f}"
+                    f"{med([x['cmds'] for x in runs]):8.2f} {med([x['redis_us'] for x in runs]):8.1f}"
                 )
             ratios = []
             for mine in ("swarmd", "base"):
@@ -322,7 +332,8 @@ def report(
                     f"{med([x['cpu_us'] for x in runs]):.0f} µs CPU "
                     f"({med([x['sys_us'] for x in runs]):.0f} sys), "
                     f"{med([x['vcs'] for x in runs]):.2f}+{med([x['ivcs'] for x in runs]):.2f} cs, "
-                    f"{med([x['trips'] for x in runs]):.2f} trips"
+                    f"{med([x['trips'] for x in runs]):.2f} trips, "
+                    f"Redis {med([x['redis_us'] for x in runs]):.0f} µs"
                 )
                 cells.append(f"**{medians[system]:,.0f}** [{min(rate):,.0f}-{max(rate):,.0f}]<br>{cost}")
             ratio = [

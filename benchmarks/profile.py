@@ -5,7 +5,7 @@ Fills ``queue:default`` with N jobs of a shape (``benchmarks/shapes.py``), start
 prints, per thread kind, the share of samples by the innermost swarmd/redis-py/stdlib function
 (and by state: running Python, or waiting: a lock, a socket, a sleep).
 
-    python benchmarks/profile.py [--shape redis] [--jobs 60000] [--seconds 6] [--top 25]
+    python benchmarks/profile.py [--shape redis] [--jobs 60000] [--seconds 6] [--top 25] [--processes 1]
 
 Needs ``py-spy`` (``pip install py-spy``) and the right to ptrace the worker (root, or ptrace_scope 0).
 """
@@ -88,7 +88,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=60_000)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--processes", type=int, default=1, help="workers; the first one is recorded")
     ap.add_argument("--active", action="store_true", help="only samples of threads running (no --idle)")
+    ap.add_argument("--gil", action="store_true", help="only samples of the thread holding the GIL")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     with tempfile.TemporaryDirectory(prefix="swarmd-prof-") as d, RedisServer() as server:
@@ -104,7 +106,8 @@ def main() -> None:
             profjobs.job.set(client=client).perform_bulk(
                 [(i,) for i in range(start, min(args.jobs, start + 10_000))]
             )
-        cmd = [sys.executable, "-m", "swarmd", "-r", "profjobs", "-c", "10", "--redis-url", server.url]
+        cmd = [sys.executable, "-m", "swarmd", "-r", "profjobs", "-c", "10", "-p", str(args.processes)]
+        cmd += ["--redis-url", server.url]
         log = open(os.path.join(d, "swarmd.log"), "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=d, env=env, stderr=log, stdout=log, start_new_session=True)
         r = redis.Redis.from_url(server.url)
@@ -115,7 +118,7 @@ def main() -> None:
             assert pid is not None
             out = os.path.join(d, "raw.txt")
             record = [spy, "record", "--pid", str(pid), "--threads", "--format", "raw"]
-            record += [] if args.active else ["--idle"]
+            record += ["--gil"] if args.gil else [] if args.active else ["--idle"]
             record += [
                 "--nonblocking",
                 "--duration",
@@ -151,7 +154,7 @@ def main() -> None:
         thread = kind(frames[0]) if frames else "?"
         frames = frames[1:]
         leaf = frames[-1] if frames else "?"
-        if args.active:  # by the outermost frame below the processor's loop: what part of the job path
+        if args.active or args.gil:  # by the outermost frame below the processor's loop: which part
             outer = [fr for fr in frames if "swarmd/" in fr or "shapes.py" in fr]
             leaf = outer[2] if len(outer) > 2 else leaf
         leaf = re.sub(r" \((.*/)?([^/]*)\)", r" (\2)", leaf)

@@ -32,10 +32,14 @@ for another processor's (one fetch is in flight at a time). The refills are done
 which a processor wakes when it takes the buffer below half of that target (`REFILL_AT`: refilling in
 chunks, rather than a job or two at a time, halves the fetches and the thread's wake-ups), so no
 processor waits on them; they carry the pending acks like any fetch. A job taken ahead waits in the
-buffer about `AHEAD_S`, and jobs slower than that are never taken ahead (the rate stays below
-1/`AHEAD_S` per thread). Buffered jobs are in the private list like running ones: quiet and stop push
-them back, recovery finds them. With an empty buffer a processor leads as before, so an idle worker's
-pickup is unchanged. The quarantine worker never fetches ahead.
+buffer about `AHEAD_S` (the target is what the processors take in that long), and none is taken ahead
+while the worker takes fewer than 1/`AHEAD_S` jobs a second: slow jobs stay in their queue, where any
+worker may take them. `AHEAD_S` is 50 ms, not less, because a refill needs the GIL twice (to send, and
+to read the reply) while ten processors compete for it; with 10 ms, at two processes on two cores, the
+buffer ran dry and the processors spent 30 % of their time waiting for jobs (py-spy). Buffered jobs
+are in the private list like running ones: quiet and stop push them back, recovery finds them. With
+an empty buffer a processor leads as before, so an idle worker's pickup is unchanged. The quarantine
+worker never fetches ahead.
 
 Quarantine mode (``quarantine=True``, the quarantine worker: concurrency 1). Jobs come from the
 quarantine list instead of the queues, each `Work` keeps its own queue (read from the job: a retry goes
@@ -76,7 +80,7 @@ __all__ = ["Fetcher", "Work", "queue_order"]
 log = logging.getLogger("swarmd")
 
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
-AHEAD_S = 0.01  # the buffer keeps what the processors take in this long (see the module docstring)
+AHEAD_S = 0.05  # the buffer keeps what the processors take in this long (see the module docstring)
 REFILL_AT = 0.5  # ... and is refilled once it is down to this share of that
 RATE_WINDOW_S = 0.01  # the rate the processors take jobs at is measured over at least this long...
 RATE_MEMORY_S = 0.05  # ...and smoothed over this long (after a pause, only the new rate counts)

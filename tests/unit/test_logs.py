@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmd import logs
 from swarmd.errors import ConfigError
 from swarmd.logs import (
     LineFormatter,
@@ -285,6 +286,48 @@ def test_reopen_without_logfile_is_a_no_op(capsys: pytest.CaptureFixture[str]) -
     assert swarmd_logger.handlers == []
     assert out.getvalue().count("\n") == 2
     assert capsys.readouterr().err == ""
+
+
+# -- batching (as in a worker) -----------------------------------------------------------------------------
+
+
+class _StuckStream(io.StringIO):
+    """A log stream whose first write blocks until the test lets it go (a full pipe, a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+
+    def write(self, text: str) -> int:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.go_on.wait()
+        return super().write(text)
+
+
+def test_a_stuck_log_write_does_not_stop_other_threads_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker batches INFO lines; its flusher writes them. While that write is stuck, a processor
+    # thread logging a job's "done" line must not wait for it (it did, on the handler lock: every
+    # job finishing during a slow write stalled), and no line is lost or reordered.
+    monkeypatch.setattr(logs, "_batching", True)  # the worker's mode, without its flusher thread
+    monkeypatch.setattr(logs, "_flush_due", threading.Event())
+    stream = _StuckStream()
+    setup_logging(stream=stream, env={})
+    job_log.info("first")
+    flusher = threading.Thread(target=logs.flush)
+    flusher.start()
+    assert stream.entered.wait(30)
+    processor = threading.Thread(target=logs.job_event, args=(logging.INFO, "Hard", "j1", "second"))
+    processor.start()
+    processor.join(30)
+    stuck = processor.is_alive()
+    stream.go_on.set()
+    flusher.join(30)
+    processor.join(30)
+    assert not stuck, "a thread logging an INFO line waited for another thread's write"
+    logs.flush()
+    assert [line.rsplit(": ", 1)[1] for line in stream.getvalue().splitlines()] == ["first", "second"]
 
 
 # -- syslog ----------------------------------------------------------------------------------------------
