@@ -219,6 +219,28 @@ def test_every_decode_error_reason(raw: bytes, reason: str) -> None:
     assert len(str(info.value)) <= 300  # one line in the log, never a megabyte of payload
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        "[2,-3,0,-0]",
+        "[123456789012345678901234567890,-98765432109876543210987654321]",  # Ruby Bignums stay ints
+        "[18446744073709551616,-9223372036854775809,9007199254740993]",  # just beyond 64 and 53 bits
+        "[0.1,1e5,1E+2,-2.5e-3,1e-400,1.7976931348623157e308,5e-324,123456789012345678901234567890.5]",
+        '["\\u00e9\\ud83d\\ude00","é😀","tab\\t nl\\n \\"q\\" \\\\ \\/","\\u0000","\x7f"]',
+        '["\\udcff"]',  # a lone surrogate in an argument: valid for the json module, refused by msgspec
+        '[{"a":1,"a":2},{"":null,"t":true,"f":false},[[[]]],{}]',
+    ],
+)
+def test_decode_reads_every_value_as_the_json_module_does(args: str) -> None:
+    # Jobs are read by msgspec, falling back to the json module on what msgspec refuses: either way
+    # the job function must get exactly what the json module would give it (ints of any size as ints).
+    raw = f'{{"class":"x","args":{args},"jid":"j","queue":"q"}}'.encode()
+    expected = json.loads(raw)
+    got = payload.decode(raw).data
+    assert got == expected
+    assert repr(got) == repr(expected)  # no int read as a float, nor -0.0 as 0
+
+
 def test_queue_of_undecodable_is_none() -> None:
     assert payload.queue_of(b"garbage") is None
     assert payload.queue_of(b'{"class":"x","args":[],"queue":"low"}') == "low"
