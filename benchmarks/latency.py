@@ -2,7 +2,8 @@
 
 Starts ``swarmd`` (one worker, concurrency 10) on empty queues, then
 
-1. idle: pushes 200 jobs one at a time, 20 ms apart;
+1. idle: pushes 200 jobs one at a time, 20 ms apart; then the same to a bare redis-py consumer in a
+   process of its own, blocked in BLMOVE (the floor: what Redis and this machine's wake-ups cost);
 2. under load (``--busy 0.8``): pushes jobs that each sleep ``--hold`` ms (10) at random (Poisson)
    times, for ``--seconds`` (5), at the rate that keeps that share of the 10 threads busy: 0.8 x 10 /
    the jobs' real duration, measured first on 20 of them (a 10 ms sleep takes longer on a busy
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from typing import Any
 
 import swarmd
 from swarmd.devredis import RedisServer
@@ -49,6 +51,22 @@ JOB_MODULE = textwrap.dedent(
         fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, f"{sent:.6f} {started:.6f} {time.time():.6f}\\n".encode())
         os.close(fd)
+    """
+)
+
+
+# The floor of idle pickup on this machine: a bare redis-py consumer in a process of its own, blocked in
+# BLMOVE, that stamps the job the moment the reply arrives (no threads to hand it to, no bookkeeping).
+FLOOR_CONSUMER = textwrap.dedent(
+    """
+    import json, sys, time, redis
+    r = redis.Redis.from_url(sys.argv[1])
+    while True:
+        raw = r.blmove("queue:floor", "floor:inflight", 0, "RIGHT", "LEFT")
+        started = time.time()
+        sent = json.loads(raw)["args"][0]
+        with open(sys.argv[2], "a") as f:
+            f.write(f"{sent:.6f} {started:.6f} {started:.6f}\\n")
     """
 )
 
@@ -104,6 +122,25 @@ def show(title: str, ms: list[float]) -> None:
     )
 
 
+def measure_floor(url: str, job: Any, jobs: int, out: str) -> list[float]:
+    """Idle pickup of the bare consumer (`FLOOR_CONSUMER`), sent the same way as swarmd's jobs."""
+    consumer = subprocess.Popen([sys.executable, "-c", FLOOR_CONSUMER, url, out], start_new_session=True)
+    try:
+        floor_job = job.set(queue="floor")
+        floor_job.perform_async(time.time())  # warm-up: the consumer has started
+        while not os.path.exists(out):
+            time.sleep(0.01)
+        time.sleep(1)
+        os.unlink(out)
+        for _ in range(jobs):
+            floor_job.perform_async(time.time())
+            time.sleep(0.02)
+        return [(b - a) * 1000 for a, b, _ in read_runs(out, jobs)]
+    finally:
+        os.killpg(consumer.pid, signal.SIGTERM)
+        consumer.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=200)
@@ -143,6 +180,7 @@ def main() -> None:
                 time.sleep(0.02)
             idle = [(b - a) * 1000 for a, b, _ in read_runs(out, args.jobs)]
             os.unlink(out)
+            floor = measure_floor(server.url, job, args.jobs, os.path.join(workdir, "floor.txt"))
             if args.busy > 0:
                 for _ in range(20):
                     job.perform_async(time.time(), args.hold)
@@ -169,6 +207,7 @@ def main() -> None:
             log.close()
     print(f"swarmd {swarmd.__version__}: one worker, concurrency {concurrency}")
     show(f"idle: {len(idle)} jobs sent 20 ms apart", idle)
+    show("  the floor: a bare redis-py consumer blocked in BLMOVE, a process of its own, same sends:", floor)
     if loaded:
         busy = sum(c - b for _, b, c in runs) / concurrency / load_s
         show(
