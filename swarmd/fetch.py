@@ -186,7 +186,10 @@ class Fetcher:
                         ):
                             self._acond.notify()  # below the target: the ahead thread refills
                         return work
-                    if not self._fetching and not self._dry:
+                    # Dry, a fetch still leads while acks are pending (they came in while the last
+                    # fetch was on its way): else they wait for the housekeeping flush, up to a second
+                    # in which a crash would run those finished jobs again.
+                    if not self._fetching and (not self._dry or self._acks):
                         self._lead()
                         continue
                     if self._dry:
@@ -271,6 +274,8 @@ class Fetcher:
             self._dry = True
             self._wcond.notify_all()
             self._cond.notify(len(got) if ahead else max(len(got) - 1, 0))
+            if self._acks:
+                self._cond.notify()  # one more to carry the acks that came meanwhile (see get)
         else:
             # One processor per job beyond the one this thread takes, plus one to lead the next
             # fetch: the queues may hold more.

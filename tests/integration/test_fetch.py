@@ -226,6 +226,40 @@ def test_waiters_on_two_queues_each_hand_their_job_over(rig: Rig, r: redis.Redis
     assert not r.exists(KEYS.queue("low"), KEYS.queue("high"))
 
 
+BUSY_SERVER = """
+local t = redis.call('TIME')
+local until_us = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= until_us
+return 1
+"""
+
+
+def test_an_ack_made_while_a_fetch_finds_the_queue_empty_goes_out_without_a_flush(
+    rig: Rig, r: redis.Redis, redis_url: str
+) -> None:
+    # Without the worker's housekeeping flush (none here), such an ack waited for it: up to a second
+    # in which the finished job stays in the private list, and a crash would run it again.
+    r.lpush(QUEUE, job("a"), job("b"))
+    f = rig.fetcher(redis_url)
+    f.start()
+    crew = rig.processors(f, 3, hold=True)
+    wait_until(lambda: sorted(crew.taken()) == ["a", "b"], 10, what="both jobs taken")
+    wait_blocked(r)  # the third processor's fetch found the queue empty: dry
+    blocker = redis.Redis.from_url(redis_url)
+    busy = threading.Thread(target=blocker.eval, args=(BUSY_SERVER, 0, 2000))
+    busy.start()  # Redis answers nothing for 2 s: the next fetch stays on its way
+    # The two pauses only order the steps; were the machine too slow for them, the test would prove
+    # less, never fail.
+    time.sleep(0.3)
+    crew.finish("a")  # its ack leads a fetch, which waits for Redis
+    time.sleep(0.3)
+    crew.finish("b")  # acked while that fetch is on its way; it will find the queue empty
+    busy.join(30)
+    blocker.close()
+    wait_until(lambda: not r.exists(INFLIGHT), 10, what="both acks out, with no flush")
+    assert counter(r, KEYS.stat("processed")) == 2
+
+
 def test_jobs_fetched_ahead_each_run_once_and_quiet_sends_the_unstarted_back(
     rig: Rig, r: redis.Redis, redis_url: str
 ) -> None:
