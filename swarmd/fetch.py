@@ -264,7 +264,10 @@ class Fetcher:
             return
         self._buffer.extend(got)
         if not ok:
-            self._cond.notify()  # the next leader (after the backoff already slept) reconciles first
+            # The next leader (after the backoff already slept) reconciles first; not dry, or a lead
+            # that failed while dry (carrying acks) would leave them unsettled until a job comes.
+            self._dry = False
+            self._cond.notify()
         elif len(got) < want and self._reconcile_needed:
             # A waiter's BLMOVE lost its reply while this fetch was on its way: a job may sit in the
             # private list unheld. Not dry: a processor leads again now, and reconciles first.
@@ -354,6 +357,9 @@ class Fetcher:
             with self._lock:
                 self._uncertain.update(acks)  # the reply was lost: settled by `reconcile`
                 self._reconcile_needed = True
+                # Which the next leader runs: an idle worker (dry) has none until a job comes.
+                self._dry = False
+                self._cond.notify()
             if raise_errors:
                 raise
             log.warning("ack: Redis error, will reconcile: %s", exc)

@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
@@ -392,20 +392,26 @@ class _BatchingHandler(logging.Handler):
     not queue on one write(2) each. WARNING and above are written at once, with what is pending
     before them (order is kept).
 
-    Two locks. The handler's own lock guards only the pending lines: it is held to format nothing and
-    write nothing, just to append or take lines, a few microseconds. The write lock is held across the
-    write. A writer takes it before it lets go of the handler lock (hand over hand, always in that
-    order, so two writers cannot deadlock), which keeps batches in the order their lines were queued.
-    Were the write done under the handler lock, every thread finishing a job would queue behind the
-    flusher for the whole write *and* for the wait for the GIL after its write(2) returns (up to the
-    5 ms switch interval while ten threads run): that convoy cost 15 % of the processors' time."""
+    The handler's own lock guards only the pending lines: it is held to format nothing and write
+    nothing, just to append or take lines, a few microseconds. Were the write done under it, every
+    thread finishing a job would queue behind the flusher for the whole write *and* for the wait for
+    the GIL after its write(2) returns (up to the 5 ms switch interval while ten threads run): that
+    convoy cost 15 % of the processors' time. A writer takes the pending lines and a ticket under the
+    handler lock, lets go of it, and writes when its ticket is served (`_turn`), so batches are
+    written in the order their lines were queued and nobody waits for a write holding the handler
+    lock. A line logged by the writing thread itself (a stream that logs what it is given, an error
+    printed to a captured stderr) is only queued: it goes out with the next batch, never waits for
+    the write it is part of."""
 
     def __init__(self) -> None:
         super().__init__()
         self._pending: list[str] = []
         self._pending_size = 0
         self._owned_close = False
-        self._write_lock = threading.Lock()
+        self._turn = threading.Condition(threading.Lock())
+        self._tickets = 0  # handed out with each batch taken (under the handler lock)
+        self._serving = 0  # the ticket whose batch may be written now (under `_turn`)
+        self._writer = threading.local()  # .active: this thread is writing a batch
         _batching_handlers.append(self)
 
     def _write(self, text: str) -> None:
@@ -432,11 +438,21 @@ class _BatchingHandler(logging.Handler):
         if due:
             self.flush()
 
+    @property
+    def writing(self) -> bool:
+        """Whether the calling thread is inside this handler's write (see the class docstring)."""
+        return bool(getattr(self._writer, "active", False))
+
     def _queue(self, line: str, levelno: int) -> bool:
         """Queue one formatted line; the caller holds the handler lock. True when the caller must
-        `flush` once it has let go of that lock: not batching, a WARNING or worse, or 64 KB pending."""
+        `flush` once it has let go of that lock: not batching, a WARNING or worse, or 64 KB pending.
+        Never while this thread is writing: its line waits for the next batch."""
         self._pending.append(line + "\n")
         self._pending_size += len(line) + 1
+        if self.writing:
+            if _batching:
+                _flush_due.set()
+            return False
         if _batching and levelno < logging.WARNING and self._pending_size < 65536:
             if not _flush_due.is_set():
                 _flush_due.set()
@@ -445,25 +461,53 @@ class _BatchingHandler(logging.Handler):
 
     def flush(self) -> None:
         """Write what is pending. Returns once every line queued before the call is written (a batch
-        another thread took just before is waited for: the write lock)."""
+        another thread took just before is waited for), except inside this thread's own write."""
+        if self.writing:
+            return
+        with self._exclusive() as text:
+            self._write_batch(text)
+
+    def _write_batch(self, text: str) -> None:
+        """Write a batch; called holding the write turn (`_exclusive`)."""
+        if not text:
+            return
+        self._writer.active = True
+        try:
+            self._write(text)
+        except Exception:
+            # Still this batch's turn, so a line that handleError logs back through us only queues.
+            self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
+        finally:
+            self._writer.active = False
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[str]:
+        """The pending lines, taken with a ticket under the handler lock; the body runs when that
+        ticket is served: after every batch taken before, and before any taken after."""
         self.acquire()
         try:
             text = "".join(self._pending)
             self._pending.clear()
             self._pending_size = 0
-            self._write_lock.acquire()
+            ticket = self._tickets
+            self._tickets += 1
         finally:
             self.release()
-        failed = False
+        with self._turn:
+            while self._serving != ticket:
+                self._turn.wait()
         try:
-            if text:
-                self._write(text)
-        except Exception:
-            failed = True
+            yield text
         finally:
-            self._write_lock.release()
-        if failed:  # outside both locks: handleError may print to a stderr that logs through us
-            self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's writers do not exist here: no turn is waited for."""
+        self._turn = threading.Condition(threading.Lock())
+        self._serving = self._tickets
+        self._writer = threading.local()
 
     def close(self) -> None:
         """Flush; close for good only when swarmd uninstalls the handler (`owned_close`).
@@ -515,7 +559,7 @@ def _stop_batching_after_fork() -> None:
     global _batching
     _batching = False  # the flusher thread does not exist in a forked child
     for handler in _batching_handlers:
-        handler._write_lock = threading.Lock()  # the parent's flusher may have held it at fork time
+        handler.after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_stop_batching_after_fork)
@@ -579,27 +623,16 @@ class _FileHandler(_BatchingHandler):
     def reopen(self) -> None:
         """Open the path again (logrotate renamed the old file); keeps the old file on failure."""
         fd = _open_logfile(self.path)
-        self.acquire()
-        try:
-            pending = "".join(self._pending)  # it belongs to the old file
-            self._pending.clear()
-            self._pending_size = 0
-            self._write_lock.acquire()  # no batch is being written to the old file as we swap
-        finally:
-            self.release()
-        try:
-            if pending:
-                self._write(pending)
+        with self._exclusive() as pending:  # no batch is being written to the old file as we swap
+            self._write_batch(pending)  # it belongs to the old file
             old, self._fd = self._fd, fd
             self._broken = False
-        finally:
-            self._write_lock.release()
         os.close(old)
 
     def close(self) -> None:
         if self._owned_close:
-            self.flush()
-            with self._write_lock:
+            with self._exclusive() as pending:
+                self._write_batch(pending)
                 if self._fd >= 0:
                     os.close(self._fd)
                     self._fd = -1

@@ -330,6 +330,41 @@ def test_a_stuck_log_write_does_not_stop_other_threads_logging(monkeypatch: pyte
     assert [line.rsplit(": ", 1)[1] for line in stream.getvalue().splitlines()] == ["first", "second"]
 
 
+class _BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise ValueError("I/O operation on closed file")
+
+
+def test_a_failing_log_write_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging(stream=_BrokenStream(), env={})
+    log.warning("into the void")  # written at once: the write fails inside the logging call
+    job_log.info("and again")
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "ValueError: I/O operation on closed file" in err
+
+
+class _LoggingStream(io.StringIO):
+    """A stream that logs what it is given (an app's stream-to-logger shim)."""
+
+    def write(self, text: str) -> int:
+        if "from inside" not in text and "from inside" not in self.getvalue():
+            log.warning("from inside the write")
+        return super().write(text)
+
+
+def test_a_stream_that_logs_while_it_is_written_does_not_hang() -> None:
+    stream = _LoggingStream()
+    setup_logging(stream=stream, env={})
+    logger = threading.Thread(target=log.warning, args=("outer",))
+    logger.start()
+    logger.join(30)
+    assert not logger.is_alive(), "logging from inside the handler's own write deadlocked"
+    logs.flush()
+    lines = [line.rsplit(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert lines == ["outer", "from inside the write"]  # the inner line goes out with the next batch
+
+
 # -- syslog ----------------------------------------------------------------------------------------------
 
 
