@@ -26,14 +26,14 @@ housekeeping loop's flush within a second.
 
 Fetching ahead (``ahead_max`` > 0; the worker passes four times its concurrency). While the queues hold
 more than the idle processors take, the buffer also keeps the jobs the processors will take in the
-next `AHEAD_S` (from the rate they took jobs at lately; at most ``ahead_max``): a processor that
+next `AHEAD_S` (from the rate they finished jobs at lately; at most ``ahead_max``): a processor that
 finishes a job finds the next one there instead of leading a round trip of its own or, worse, waiting
 for another processor's (one fetch is in flight at a time). The refills are done by the *ahead* thread,
 which a processor wakes when it takes the buffer below half of that target (`REFILL_AT`: refilling in
 chunks, rather than a job or two at a time, halves the fetches and the thread's wake-ups), so no
 processor waits on them; they carry the pending acks like any fetch. A job taken ahead waits in the
 buffer about `AHEAD_S` (the target is what the processors take in that long), and none is taken ahead
-while the worker takes fewer than 1/`AHEAD_S` jobs a second: slow jobs stay in their queue, where any
+while the worker finishes fewer than 1/`AHEAD_S` jobs a second: slow jobs stay in their queue, where any
 worker may take them. `AHEAD_S` is 50 ms, not less, because a refill needs the GIL twice (to send, and
 to read the reply) while ten processors compete for it; with 10 ms, at two processes on two cores, the
 buffer ran dry and the processors spent 30 % of their time waiting for jobs (py-spy). Buffered jobs
@@ -159,9 +159,13 @@ class Fetcher:
         self._wait_warned = 0.0
         self.ahead_max = 0 if quarantine else ahead_max
         self._ahead = 0  # how many jobs the buffer keeps beyond the idle processors
-        self._taken = 0  # jobs handed to processors since `_rate_since`
+        # The rate that sizes the buffer is of jobs *finished* (acked or released), not taken: a burst of
+        # takes (a worker booting into a full queue) says nothing about how soon the processors will
+        # want more, and jobs that never finish (long ones) must never be taken ahead, where they
+        # would wait behind them while another worker has a free thread.
+        self._finished = 0  # jobs finished since `_rate_since`
         self._rate_since = time.monotonic()
-        self._rate = 0.0  # jobs/s the processors took lately (smoothed)
+        self._rate = 0.0  # jobs/s the processors finished lately (smoothed)
 
     # -- processors -------------------------------------------------------------------------------
     def get(self) -> Work | None:
@@ -176,7 +180,6 @@ class Fetcher:
                     if self._quiet:
                         return None
                     if self._buffer:
-                        self._taken += 1
                         work = self._buffer.popleft()
                         if (
                             self._ahead
@@ -206,8 +209,8 @@ class Fetcher:
         elapsed = now - self._rate_since
         if elapsed >= RATE_WINDOW_S:
             weight = min(1.0, elapsed / RATE_MEMORY_S)
-            self._rate += (self._taken / elapsed - self._rate) * weight
-            self._taken = 0
+            self._rate += (self._finished / elapsed - self._rate) * weight
+            self._finished = 0
             self._rate_since = now
         self._ahead = min(self.ahead_max, int(self._rate * AHEAD_S))
         return self._ahead
@@ -335,6 +338,7 @@ class Fetcher:
             # This processor calls get() next and, finding the buffer empty, leads a fetch that
             # carries this ack: no thread needs waking.
             self._acks.append(work.raw)
+            self._finished += 1
         if self.solo:
             # At once: a crash from now on must not be counted against a job that already succeeded.
             # On a Redis error the ack stays pending and goes with the next fetch or flush.
@@ -344,6 +348,7 @@ class Fetcher:
         """The job left the private list through another script (retry, dead, pushback)."""
         with self._lock:
             self._forget([work.raw])
+            self._finished += 1
 
     def flush_acks(self, *, raise_errors: bool = False) -> None:
         """Send pending acks now (housekeeping; shutdown with ``raise_errors`` so it is retried)."""

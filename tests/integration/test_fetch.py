@@ -193,16 +193,23 @@ def test_idle_processors_leave_the_waiting_to_blmove_and_a_pushed_job_reaches_on
     assert not r.exists(INFLIGHT, QUEUE)
 
 
-def test_a_partial_fetch_leaves_the_idle_processors_to_the_waiters(
-    rig: Rig, r: redis.Redis, redis_url: str
-) -> None:
+def two_running_one_waiting(rig: Rig, r: redis.Redis, redis_url: str) -> tuple[Fetcher, Processors]:
+    """Jobs a and b held by two of three processors; the third found the queue empty (dry), so the
+    waiter is blocked in BLMOVE."""
     r.lpush(QUEUE, job("a"), job("b"))
     f = rig.fetcher(redis_url)
     f.start()
     crew = rig.processors(f, 3, hold=True)
     wait_until(lambda: sorted(crew.taken()) == ["a", "b"], 10, what="both jobs taken")
-    # Fewer jobs than idle processors: the queue ran dry and the third processor's job comes by BLMOVE.
     wait_blocked(r)
+    return f, crew
+
+
+def test_a_partial_fetch_leaves_the_idle_processors_to_the_waiters(
+    rig: Rig, r: redis.Redis, redis_url: str
+) -> None:
+    # Fewer jobs than idle processors: the queue ran dry and the third processor's job comes by BLMOVE.
+    f, crew = two_running_one_waiting(rig, r, redis_url)
     assert sorted(tokens(items(r, INFLIGHT))) == ["a", "b"]
     r.lpush(QUEUE, job("c"))
     wait_until(lambda: sorted(crew.taken()) == ["a", "b", "c"], 10, what="the third processor to take c")
@@ -239,12 +246,7 @@ def test_an_ack_made_while_a_fetch_finds_the_queue_empty_goes_out_without_a_flus
 ) -> None:
     # Without the worker's housekeeping flush (none here), such an ack waited for it: up to a second
     # in which the finished job stays in the private list, and a crash would run it again.
-    r.lpush(QUEUE, job("a"), job("b"))
-    f = rig.fetcher(redis_url)
-    f.start()
-    crew = rig.processors(f, 3, hold=True)
-    wait_until(lambda: sorted(crew.taken()) == ["a", "b"], 10, what="both jobs taken")
-    wait_blocked(r)  # the third processor's fetch found the queue empty: dry
+    _, crew = two_running_one_waiting(rig, r, redis_url)
     blocker = redis.Redis.from_url(redis_url)
     busy = threading.Thread(target=blocker.eval, args=(BUSY_SERVER, 0, 2000))
     busy.start()  # Redis answers nothing for 2 s: the next fetch stays on its way
@@ -258,6 +260,23 @@ def test_an_ack_made_while_a_fetch_finds_the_queue_empty_goes_out_without_a_flus
     blocker.close()
     wait_until(lambda: not r.exists(INFLIGHT), 10, what="both acks out, with no flush")
     assert counter(r, KEYS.stat("processed")) == 2
+
+
+def test_jobs_that_have_not_finished_are_never_fetched_ahead(
+    rig: Rig, r: redis.Redis, redis_url: str
+) -> None:
+    # Long jobs: a job taken ahead would wait behind them while another worker has a free thread. The
+    # rate that sizes the buffer counts finished jobs; a burst of takes (a worker booting into a full
+    # queue) used to look like a fast worker and took one ahead.
+    r.lpush(QUEUE, *[job(f"j{i}") for i in range(10)])
+    f = rig.fetcher(redis_url, ahead_max=8)
+    f.start()
+    first = rig.processors(f, 2, hold=True)
+    wait_until(lambda: len(first.taken()) == 2, 10, what="two long jobs started")
+    later = rig.processors(f, 1, hold=True)
+    wait_until(lambda: len(later.taken()) == 1, 10, what="a third")
+    assert r.llen(INFLIGHT) == 3
+    assert r.llen(QUEUE) == 7
 
 
 def test_jobs_fetched_ahead_each_run_once_and_quiet_sends_the_unstarted_back(
