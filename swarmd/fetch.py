@@ -66,7 +66,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 from swarmd import connection, payload
@@ -75,7 +75,7 @@ from swarmd.payload import Work
 from swarmd.retrying import Backoff, until_redis_answers
 from swarmd.scripts import Scripts
 
-__all__ = ["Fetcher", "Work", "queue_order"]
+__all__ = ["Fetcher", "QueuePlan", "Work"]
 
 log = logging.getLogger("swarmd")
 
@@ -86,18 +86,31 @@ RATE_WINDOW_S = 0.01  # the rate the processors take jobs at is measured over at
 RATE_MEMORY_S = 0.05  # ...and smoothed over this long (after a pause, only the new rate counts)
 
 
-def queue_order(queues: Sequence[QueueSpec], order: QueueOrder) -> Callable[[], list[str]]:
-    """Sidekiq's queue order: strict as declared; random/weighted reshuffled on every fetch."""
-    names = list(dict.fromkeys(q.name for q in queues))
-    if order is QueueOrder.STRICT:
-        return lambda: names
-    expanded = [q.name for q in queues for _ in range(max(q.weight, 1))]
+class QueuePlan:
+    """Sidekiq's queue order for a fetch. Strict: the queues as declared. Random (all weights 1) and
+    weighted: Sidekiq draws a fresh weighted order for every fetch, and a fetch of Sidekiq's is one
+    job; a fetch of swarmd's takes many, so a queue is drawn for each of them (`shares`: how many to
+    take from each queue first) and the rest comes from the queues in a fresh weighted order. Taking a
+    whole fetch from the first queue drawn would hand a weight-3 queue four jobs in a row out of
+    five, not three out of four."""
 
-    def shuffled() -> list[str]:
-        picks = random.sample(expanded, len(expanded))
+    def __init__(self, queues: Sequence[QueueSpec], order: QueueOrder) -> None:
+        self.names = list(dict.fromkeys(q.name for q in queues))
+        self.strict = order is QueueOrder.STRICT
+        self._expanded = [q.name for q in queues for _ in range(max(q.weight, 1))]
+
+    def order(self) -> list[str]:
+        if self.strict:
+            return self.names
+        picks = random.sample(self._expanded, len(self._expanded))
         return list(dict.fromkeys(picks))
 
-    return shuffled
+    def shares(self, names: Sequence[str], want: int) -> list[int]:
+        """How many of ``want`` jobs to take from each of ``names`` first: none for strict order."""
+        if self.strict or want <= 0 or len(names) < 2:
+            return []
+        drawn = Counter(random.choices(self._expanded, k=want))
+        return [drawn[name] for name in names]
 
 
 class Fetcher:
@@ -128,7 +141,7 @@ class Fetcher:
         self.inflight = scripts.keys.inflight(identity)
         # A quarantine worker has one source, the quarantine list: one waiter, named after it.
         self.queue_names = ["quarantine"] if quarantine else list(dict.fromkeys(q.name for q in queues))
-        self._order = queue_order(queues, order)
+        self._plan = QueuePlan(queues, order)
         self.fetch_timeout = fetch_timeout
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # processors wait here
@@ -288,8 +301,9 @@ class Fetcher:
             self._cond.notify(len(got))
 
     def _fetch(self, want: int, acks: list[bytes]) -> list[Work]:
-        names = [] if self.solo else self._order()
-        fetched = self.scripts.fetch(self.identity, names, want, acks, quarantine=self.solo)
+        names = [] if self.solo else self._plan.order()
+        shares = [] if self.solo else self._plan.shares(names, want)
+        fetched = self.scripts.fetch(self.identity, names, want, acks, quarantine=self.solo, shares=shares)
         if fetched.jobs and self.wait_replicas:
             self._wait(self.redis.wait(self.wait_replicas, self._wait_ms))
         self._backoff.ok()

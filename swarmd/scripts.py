@@ -141,15 +141,19 @@ class Scripts:
         now: float | None = None,
         *,
         quarantine: bool = False,
+        shares: Sequence[int] = (),
     ) -> Fetched:
         """Ack ``acks`` (LREM from the private list, counted as processed) and move up to ``want`` jobs
-        from ``queues`` (tried in this order) into it. ``quarantine``: take them from the quarantine
+        from ``queues`` (tried in this order) into it. ``shares`` (one per queue): how many to take
+        from each queue first, the rest then as above. ``quarantine``: take them from the quarantine
         list instead (``queues`` is ignored; index 0 in the result). A queue whose key is not a list is
         skipped and reported in `Fetched.broken` (index, error), so it cannot starve the others."""
         k = self.keys
         keys = [k.inflight(identity), k.stat("processed"), k.stat_daily("processed", now)]
         keys += [k.quarantine] if quarantine else [k.queue(name) for name in queues]
-        reply = self._run("fetch", keys, [want, STATS_TTL, *acks])
+        if shares and (quarantine or len(shares) != len(queues)):
+            raise ValueError("fetch: one share per queue")
+        reply = self._run("fetch", keys, [want, STATS_TTL, len(shares), *shares, *acks])
         fetched = Fetched([], [])
         for i in range(0, len(reply), 2):
             index = int(reply[i])

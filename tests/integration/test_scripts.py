@@ -78,6 +78,24 @@ def test_fetch_tries_queues_in_the_order_given_and_names_the_queue_of_each_job(
     assert not r.exists(k.queue("high"), k.queue("low"))
 
 
+def test_fetch_takes_each_queues_share_first_then_the_rest_in_order(
+    scripts: Scripts, k: Keys, r: redis.Redis
+) -> None:
+    a = [job(f"a{i}", "a") for i in range(5)]
+    b = [job(f"b{i}", "b") for i in range(2)]
+    r.lpush(k.queue("a"), *a)
+    r.lpush(k.queue("b"), *b)
+    # Shares a:2, b:1 of 4: two from a, one from b, then the fourth from the queues in order (a).
+    got = scripts.fetch(ME, ["a", "b"], 4, [], shares=[2, 1]).jobs
+    assert got == [(0, a[0]), (0, a[1]), (1, b[0]), (0, a[2])]
+    # A share beyond what a queue holds: the rest comes from the others.
+    got = scripts.fetch(ME, ["b", "a"], 3, [], shares=[3, 0]).jobs
+    assert got == [(0, b[1]), (1, a[3]), (1, a[4])]
+    assert not r.exists(k.queue("a"), k.queue("b"))
+    with pytest.raises(ValueError, match="one share per queue"):
+        scripts.fetch(ME, ["a", "b"], 1, [], shares=[1])
+
+
 def test_fetch_takes_at_most_want_jobs_and_none_with_want_zero(
     scripts: Scripts, k: Keys, r: redis.Redis
 ) -> None:
@@ -166,6 +184,13 @@ def test_a_queue_key_of_the_wrong_type_is_skipped_and_reported(
     assert index == 1 and "WRONGTYPE" in error
     assert items(r, k.inflight(ME)) == [c, a]
     assert r.get(k.queue("b")) == b"not a list"
+    # With shares (weighted order) it is tried in both passes and still reported once.
+    a2 = job("a2", "a")
+    r.lpush(k.queue("a"), a2)
+    fetched = scripts.fetch(ME, ["b", "a"], 3, [], shares=[2, 1])
+    assert fetched.jobs == [(1, a2)]
+    [(index, error)] = fetched.broken
+    assert index == 0 and "WRONGTYPE" in error
 
 
 def test_fetch_in_quarantine_mode_takes_from_the_quarantine_list_only(
