@@ -55,6 +55,7 @@ from typing import Any
 
 import redis
 
+from swarmd import procfs
 from swarmd.devredis import RedisServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -139,18 +140,7 @@ class Harness:
 def session_pids(leaders: list[int]) -> list[int]:
     """Every live process in the sessions these leaders started (start_new_session)."""
     wanted = set(leaders)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) in wanted:
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in procfs.all_stats() if int(fields[3]) in wanted]
 
 
 def usage(leaders: list[int]) -> tuple[float, float, dict[tuple[int, int], tuple[int, int]]]:
@@ -160,11 +150,12 @@ def usage(leaders: list[int]) -> tuple[float, float, dict[tuple[int, int], tuple
     cpu = kernel = 0.0
     switches: dict[tuple[int, int], tuple[int, int]] = {}
     for pid in session_pids(leaders):
+        fields = procfs.stat_fields(pid)
+        if fields is None:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / tick
+        kernel += int(fields[12]) / tick
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-            kernel += int(fields[12]) / tick
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue

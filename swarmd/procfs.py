@@ -1,4 +1,5 @@
-"""Everything swarmd reads from ``/proc``: a process's memory, for the heartbeat and the supervisor.
+"""Everything swarmd reads from ``/proc``: a process's memory, for the heartbeat and the supervisor;
+and its ``stat`` line, with which the tests and the benchmarks find and measure swarmd's processes.
 
 Linux only, like the rest of swarmd; a reader returns 0 or None (never raises) when the process is
 gone or the file is missing, so a worker that exits between two samples is no error.
@@ -6,7 +7,10 @@ gone or the file is missing, so a worker that exits between two samples is no er
 
 from __future__ import annotations
 
-__all__ = ["read_pss_kb", "read_rss_kb"]
+import os
+from collections.abc import Iterator
+
+__all__ = ["all_stats", "read_pss_kb", "read_rss_kb", "stat_fields"]
 
 
 def _field_kb(path: str, field: bytes) -> int | None:
@@ -37,3 +41,21 @@ def read_pss_kb(pid: int) -> int | None:
     """
     pss = _field_kb(f"/proc/{pid}/smaps_rollup", b"Pss:")
     return pss if pss is not None else read_rss_kb(pid) or None
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces and
+    parentheses): index 0 is the state, 2 the process group, 3 the session, 11/12 utime/stime in
+    clock ticks. None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def all_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, `stat_fields`) of every process alive now."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None:
+            yield int(entry), fields

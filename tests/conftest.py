@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from swarmd import procfs
 from swarmd.devredis import RedisServer
 
 TIMEOUT_SCALE = float(os.environ.get("SWARMD_TEST_TIMEOUT_SCALE", "1"))
@@ -127,18 +128,7 @@ class Ledger:
 
 def live_group_members(pgid: int) -> list[int]:
     """Pids in process group ``pgid`` that have not exited yet (zombies have closed their sockets)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in procfs.all_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 class Daemon:
