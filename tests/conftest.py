@@ -30,9 +30,21 @@ def note(*words):
         os.write(fd, (" ".join(str(w) for w in words) + "\\n").encode())
     finally:
         os.close(fd)
+
+
+def wait_flag(name, seconds=60):
+    # Until the test creates the flag file <FLAGS>/<name>; False if it never did.
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(os.path.join(FLAGS, name)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 """
-"""The ``note(*words)`` of a job module written by a test: one ledger line (the module defines
-``LEDGER``, the ledger's path, and imports ``os``). Spliced in with ``{note}``."""
+"""The helpers of a job module written by a test, spliced in with ``{note}``: ``note(*words)``, one
+ledger line, and ``wait_flag(name)``, which returns once the test creates the flag file (the module
+defines ``LEDGER``, the ledger's path, and ``FLAGS``, the flags folder, and imports ``os`` and
+``time``)."""
 
 
 def require_tool(tool: str, package: str, why: str = "", path: str | None = None) -> str:

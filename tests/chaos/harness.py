@@ -84,10 +84,7 @@ JOBS_SOURCE = textwrap.dedent(
     def block(token):
         """Runs until the flag file ``<FLAGS>/<token>`` exists (at most 60 s)."""
         note("start", token, os.getpid(), f"{time.time():.6f}")
-        flag = os.path.join(FLAGS, token)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(flag) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_flag(token)
         note("done", token, os.getpid(), f"{time.time():.6f}")
 
 

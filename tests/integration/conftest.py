@@ -65,12 +65,8 @@ JOBS_SOURCE = textwrap.dedent(
     def block(token):
         """Runs until the flag file ``<FLAGS>/<token>`` exists (at most 60 s)."""
         note("start", token, os.getpid())
-        flag = os.path.join(FLAGS, token)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(flag):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"flag {flag} never appeared")
-            time.sleep(0.01)
+        if not wait_flag(token):
+            raise TimeoutError(f"flag {os.path.join(FLAGS, token)} never appeared")
         note("done", token, os.getpid())
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
     + LEDGER_NOTE
     + """
 
-async def wait_flag(token):
+async def await_flag(token):
     flag = os.path.join(FLAGS, token)
     while not os.path.exists(flag):
         await asyncio.sleep(0.01)
@@ -94,7 +94,7 @@ async def async_fail(token):
 async def async_block(token):
     note("start", token, os.getpid())
     try:
-        await wait_flag(token)
+        await await_flag(token)
     except asyncio.CancelledError:
         note("cancelled", token)
         raise

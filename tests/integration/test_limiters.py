@@ -29,7 +29,7 @@ LIMIT_JOBS_SOURCE = textwrap.dedent(
     import redis
 
     import swarmd
-    from swarmd_testjobs import FLAGS, note
+    from swarmd_testjobs import FLAGS, note, wait_flag
 
     R = redis.Redis.from_url(os.environ["SWARMD_TEST_REDIS"])
     KEEP_MAX = "if tonumber(redis.call('GET', KEYS[1]) or 0) < tonumber(ARGV[1]) then " \\
@@ -40,12 +40,6 @@ LIMIT_JOBS_SOURCE = textwrap.dedent(
     W = swarmd.limiter.window("w", 5, per=1)
     B = swarmd.limiter.bucket("b", 5, per=1)
     SOLO = swarmd.limiter.concurrent("solo", 1, wait_timeout=0.2)
-
-
-    def wait_flag(name):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(FLAGS, name)) and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
     @swarmd.job(name="Inside")

@@ -63,10 +63,7 @@ JOBS_SOURCE = textwrap.dedent(
     def block(token):
         """Runs until the flag file ``<FLAGS>/<token>`` exists (at most 60 s)."""
         note("start", token, os.getpid())
-        flag = os.path.join(FLAGS, token)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(flag) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_flag(token)
         note("done", token, os.getpid())
 
 
@@ -89,10 +86,7 @@ JOBS_SOURCE = textwrap.dedent(
         """A memory hog: holds ``mb`` MB and runs until the flag ``<FLAGS>/<token>`` exists (60 s)."""
         note("start", token, os.getpid())
         ballast = b"x" * (mb << 20)
-        flag = os.path.join(FLAGS, token)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(flag) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_flag(token)
         note("done", token, os.getpid(), len(ballast))
 
 

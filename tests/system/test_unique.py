@@ -34,9 +34,7 @@ SOURCE = textwrap.dedent(
     @swarmd.job(name="UBlock")
     def ublock(token):
         note("start", token, os.getpid())
-        deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(FLAGS, token)) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_flag(token)
         note("done", token, os.getpid())
 
 

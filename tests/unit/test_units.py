@@ -252,10 +252,7 @@ def test_unwritable_values_are_refused(kwargs: dict[str, object]) -> None:
 
 @pytest.fixture(scope="session")
 def systemd_analyze() -> str:
-    found = which("systemd-analyze")
-    if found is None:
-        pytest.skip("systemd-analyze not installed (part of systemd)")
-    return found
+    return require_tool("systemd-analyze", "systemd", "unit file checks", path=SBIN_PATH)
 
 
 @pytest.fixture
