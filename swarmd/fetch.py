@@ -82,7 +82,7 @@ log = logging.getLogger("swarmd")
 MAX_BATCH = 500  # jobs per fetch call; Lua's unpack() has a stack limit near 8000
 AHEAD_S = 0.05  # the buffer keeps what the processors take in this long (see the module docstring)
 REFILL_AT = 0.5  # ... and is refilled once it is down to this share of that
-RATE_WINDOW_S = 0.01  # the rate the processors take jobs at is measured over at least this long...
+RATE_WINDOW_S = 0.01  # the rate the processors finish jobs at is measured over at least this long...
 RATE_MEMORY_S = 0.05  # ...and smoothed over this long (after a pause, only the new rate counts)
 
 
@@ -90,9 +90,9 @@ class QueuePlan:
     """Sidekiq's queue order for a fetch. Strict: the queues as declared. Random (all weights 1) and
     weighted: Sidekiq draws a fresh weighted order for every fetch, and a fetch of Sidekiq's is one
     job; a fetch of swarmd's takes many, so a queue is drawn for each of them (`shares`: how many to
-    take from each queue first) and the rest comes from the queues in a fresh weighted order. Taking a
-    whole fetch from the first queue drawn would hand a weight-3 queue four jobs in a row out of
-    five, not three out of four."""
+    take from each queue first) and the rest comes from the queues in a fresh weighted order. Taking
+    every job of a fetch from the first queue drawn would leave a weight-1 queue out of whole fetches
+    (with fetching ahead, dozens of jobs in a row), though its share over time would be right."""
 
     def __init__(self, queues: Sequence[QueueSpec], order: QueueOrder) -> None:
         self.names = list(dict.fromkeys(q.name for q in queues))
@@ -139,9 +139,9 @@ class Fetcher:
         self.keys = scripts.keys
         self.identity = identity
         self.inflight = scripts.keys.inflight(identity)
-        # A quarantine worker has one source, the quarantine list: one waiter, named after it.
-        self.queue_names = ["quarantine"] if quarantine else list(dict.fromkeys(q.name for q in queues))
         self._plan = QueuePlan(queues, order)
+        # A quarantine worker has one source, the quarantine list: one waiter, named after it.
+        self.queue_names = ["quarantine"] if quarantine else self._plan.names
         self.fetch_timeout = fetch_timeout
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # processors wait here

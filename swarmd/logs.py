@@ -430,9 +430,13 @@ class _BatchingHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self.add(line, record.levelno)
+
+    def add(self, line: str, levelno: int) -> None:
+        """Queue one formatted line; write what is pending now if it is due (`_queue`)."""
         self.acquire()
         try:
-            due = self._queue(line, record.levelno)
+            due = self._queue(line, levelno)
         finally:
             self.release()
         if due:
@@ -449,12 +453,12 @@ class _BatchingHandler(logging.Handler):
         Never while this thread is writing: its line waits for the next batch."""
         self._pending.append(line + "\n")
         self._pending_size += len(line) + 1
-        if self.writing:
-            if _batching:
-                _flush_due.set()
-            return False
         if _batching and levelno < logging.WARNING and self._pending_size < 65536:
             if not _flush_due.is_set():
+                _flush_due.set()
+            return False
+        if self.writing:  # only here, off the per-job path: batched lines never flush
+            if _batching:
                 _flush_due.set()
             return False
         return True
@@ -675,13 +679,7 @@ def job_event(levelno: int, job_class: str, jid: str, text: str) -> None:
         formatter = handler.formatter
         assert isinstance(formatter, LineFormatter)
         line = formatter.format_fields(created, levelno, levelname, pid, thread, job_class, jid, escape(text))
-        handler.acquire()
-        try:
-            due = handler._queue(line, levelno)
-        finally:
-            handler.release()
-        if due:
-            handler.flush()
+        handler.add(line, levelno)
 
 
 # -- public API -----------------------------------------------------------------------------------------
