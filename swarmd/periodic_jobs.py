@@ -36,11 +36,7 @@ log = logging.getLogger("swarmd")
 
 def entry_id(entry: PeriodicEntry) -> str:
     """The entry's name in Redis: the same entry in every swarm's config is the same tick record."""
-    return json.dumps(
-        [entry.job, entry.cron, entry.timezone, list(entry.args), entry.queue],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    return json.dumps(list(describe(entry).values()), separators=(",", ":"), ensure_ascii=False)
 
 
 def describe(entry: PeriodicEntry) -> dict[str, Any]:
